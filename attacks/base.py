@@ -1,0 +1,96 @@
+"""Attack interface: an attack gets a black-box oracle and its own data, returns a clone."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from bench.registry import ATTACKS, check_params
+
+
+@dataclass
+class AttackContext:
+    """What the attacker knows: clone architecture, input shape, its data, device, seed."""
+    clone_arch: str
+    num_classes: int
+    in_channels: int
+    input_size: int
+    query_set: torch.Tensor | None = None      # KnockoffNets' surrogate images
+    seed_set: torch.Tensor | None = None       # JBDA's seed images (from the victim's train set)
+    device: str = "cpu"
+    seed: int = 0
+    progress: bool = True
+    arch_params: dict = field(default_factory=dict)
+    mean: tuple = (0.1307,)   # the API's input normalization (public, like the input shape)
+    std: tuple = (0.3081,)
+
+    def pixel_scale(self) -> torch.Tensor:
+        """Normalized units per pixel unit, shaped (1, C, 1, 1)."""
+        return 1.0 / torch.tensor(self.std).view(1, -1, 1, 1).to(self.device)
+
+    def pixel_bounds(self):
+        """Normalized values of pixel 0 and 1, shaped (1, C, 1, 1)."""
+        m = torch.tensor(self.mean).view(1, -1, 1, 1).to(self.device)
+        s = torch.tensor(self.std).view(1, -1, 1, 1).to(self.device)
+        return (0 - m) / s, (1 - m) / s
+
+    def new_clone(self) -> nn.Module:
+        from bench.models import build
+        return build(self.clone_arch, self.num_classes, self.in_channels, **self.arch_params).to(self.device)
+
+    def generator(self, offset: int = 0) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed * 1000 + 500 + offset)
+
+
+class Attack:
+    name = "attack"
+    label = None
+    defaults: dict = {}
+
+    def __init__(self, **params):
+        unknown = sorted(set(params) - set(self.defaults))
+        if unknown:
+            raise ValueError(f"attack {self.name!r} got unknown parameter(s) {unknown}; "
+                             f"accepted: {sorted(self.defaults)}")
+        self.params = {**self.defaults, **params}
+        self._check_params()
+
+    def _check_params(self) -> None:
+        pass
+
+    def budget(self) -> int:
+        """The number of oracle queries this attack will make."""
+        raise NotImplementedError
+
+    def run(self, oracle, actx: AttackContext) -> nn.Module:
+        raise NotImplementedError
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+
+def clone_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Soft targets (N, K): soft cross-entropy; hard targets (N,): cross-entropy."""
+    if target.dim() == 1:
+        return F.cross_entropy(logits, target)
+    return -(target * F.log_softmax(logits, dim=1)).sum(1).mean()
+
+
+def register_attack(name: str):
+    def deco(cls):
+        cls.name = name
+        return ATTACKS.register(name)(cls)
+    return deco
+
+
+def get_attack(name: str, **params) -> Attack:
+    cls = ATTACKS.lookup(name)
+    check_params(cls.__init__, {}, f"attack {name!r}")
+    return cls(**params)
+
+
+def list_attacks(pattern: str = "*") -> list[str]:
+    return ATTACKS.names(pattern)

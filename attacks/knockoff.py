@@ -1,0 +1,55 @@
+"""KnockoffNets, random strategy (Orekondy et al., CVPR 2019).
+
+The attacker samples ``budget`` images from its surrogate query set without augmentation,
+labels them through the oracle and trains a clone from scratch (SGD lr 0.1, momentum 0.9,
+wd 5e-4, cosine schedule). Soft-label answers train with soft cross-entropy, hard-label
+answers with cross-entropy.
+"""
+from __future__ import annotations
+
+import torch
+
+from attacks.base import Attack, AttackContext, clone_loss, register_attack
+from attacks.train_clone import train_clone
+
+
+@register_attack("knockoff")
+class KnockoffNets(Attack):
+    label = "KnockoffNets"
+    defaults = {"budget": 50_000, "epochs": 50, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
+                "batch_size": 128, "curve_budgets": ()}
+
+    def _check_params(self):
+        b = self.params["budget"]
+        if not isinstance(b, int) or b <= 0:
+            raise ValueError(f"knockoff: budget must be a positive integer, got {b!r}")
+        if self.params["epochs"] < 1:
+            raise ValueError(f"knockoff: epochs must be >= 1, got {self.params['epochs']}")
+        for c in self.params["curve_budgets"]:
+            if not 0 < c < b:
+                raise ValueError(f"knockoff: curve budget {c} must lie in (0, budget={b})")
+
+    def budget(self) -> int:
+        return self.params["budget"]
+
+    def run(self, oracle, actx: AttackContext):
+        if actx.query_set is None:
+            raise ValueError("knockoff needs a query set (AttackContext.query_set)")
+        b = self.params["budget"]
+        pool = actx.query_set
+        if b > len(pool):
+            raise ValueError(f"knockoff: budget {b} exceeds the query set size {len(pool)}")
+        idx = torch.randperm(len(pool), generator=actx.generator(0))[:b]
+        x = pool[idx]
+        answers = torch.cat([oracle.query(x[i:i + 1024]) for i in range(0, b, 1024)])
+        self.curve = {}  # budget -> clone, for budget curves
+        for c in self.params["curve_budgets"]:
+            self.curve[c] = self._train(actx, x[:c], answers[:c], f"knockoff@{c}")
+        return self._train(actx, x, answers, "knockoff")
+
+    def _train(self, actx, x, answers, desc):
+        clone = actx.new_clone()
+        p = self.params
+        train_clone(clone, x, answers, actx, epochs=p["epochs"], lr=p["lr"], momentum=p["momentum"],
+                    weight_decay=p["weight_decay"], batch_size=p["batch_size"], schedule="cosine", desc=desc)
+        return clone

@@ -1,0 +1,35 @@
+"""Clone training shared by the attacks (attack-side code: never sees the victim)."""
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from attacks.base import clone_loss
+
+
+def train_clone(clone, x, targets, actx, epochs, lr, momentum=0.9, weight_decay=5e-4,
+                batch_size=128, schedule="cosine", desc="clone", generator=None):
+    """Train ``clone`` on (x, oracle answers); answers are labels (N,) or probabilities (N, K)."""
+    opt = torch.optim.SGD(clone.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    steps_per_epoch = -(-len(x) // batch_size)
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
+             if schedule == "cosine" else None)
+    gen = generator or actx.generator(len(x))
+    dev = actx.device
+    with tqdm(total=epochs * steps_per_epoch, desc=desc, disable=not actx.progress, leave=False) as bar:
+        for _ in range(epochs):
+            clone.train()
+            order = torch.randperm(len(x), generator=gen)
+            for i in range(0, len(x), batch_size):
+                idx = order[i:i + batch_size]
+                if len(idx) < 2 and len(x) > 1:  # BatchNorm cannot train on one sample
+                    continue
+                loss = clone_loss(clone(x[idx].to(dev)), targets[idx].to(dev))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if sched is not None:
+                    sched.step()
+                bar.update(1)
+    clone.eval()
+    return clone

@@ -1,0 +1,122 @@
+"""One training loop for every victim and clone: seeded, CPU or CUDA, progress bar."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field, asdict
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import models
+from .data import ImageSet, batches
+
+
+@dataclass
+class TrainConfig:
+    """Optimizer and schedule; defaults are the paper's Vanilla recipe for MNIST/FMNIST."""
+    epochs: int = 50
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    step_every: int = 20      # lr x gamma every step_every epochs
+    gamma: float = 0.1
+    batch_size: int = 128
+
+    def replace(self, **kw) -> "TrainConfig":
+        return TrainConfig(**{**asdict(self), **kw})
+
+
+@dataclass
+class Context:
+    """Everything a defense needs to build and train its models."""
+    arch: str
+    num_classes: int
+    in_channels: int
+    input_size: int
+    id_train: ImageSet
+    train: TrainConfig
+    ood_train: ImageSet | None = None
+    hash_set: ImageSet | None = None
+    device: str = "cpu"
+    seed: int = 0
+    progress: bool = True
+    arch_params: dict = field(default_factory=dict)
+
+    def new_model(self, arch: str | None = None, num_classes: int | None = None) -> nn.Module:
+        params = self.arch_params if arch is None else {}
+        return models.build(arch or self.arch, num_classes or self.num_classes,
+                            self.in_channels, **params).to(self.device)
+
+    def generator(self, offset: int = 0) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed * 1000 + offset)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_optimizer(params, cfg: TrainConfig):
+    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(cfg.step_every, 1), gamma=cfg.gamma)
+    return opt, sched
+
+
+def cycle(x: torch.Tensor, batch_size: int, generator: torch.Generator, augment: bool = False):
+    """Endless shuffled mini-batches of an (OOD) image tensor."""
+    while True:
+        for xb, _ in batches(x, None, batch_size, generator, augment=augment, drop_last=len(x) >= batch_size):
+            yield xb
+
+
+def fit(params, ctx: Context, step: Callable, cfg: TrainConfig | None = None, desc: str = "train",
+        modules: list[nn.Module] = (), with_ood: bool = False, data: ImageSet | None = None) -> None:
+    """Run cfg.epochs over ``data`` (default: the ID training set).
+
+    ``step(x, y, x_ood)`` returns a loss to back-propagate, or None when it has already
+    filled the parameters' ``.grad`` itself (InI's PCGrad).
+    """
+    cfg = cfg or ctx.train
+    data = data or ctx.id_train
+    opt, sched = make_optimizer(params, cfg)
+    gen = ctx.generator(1)
+    ood = cycle(ctx.ood_train.x, cfg.batch_size, ctx.generator(2), ctx.ood_train.augment) if with_ood else None
+    n_steps = cfg.epochs * -(-len(data) // cfg.batch_size)
+    dev = ctx.device
+    with tqdm(total=n_steps, desc=desc, disable=not ctx.progress, leave=False) as bar:
+        for epoch in range(cfg.epochs):
+            for m in modules:
+                m.train()
+            for xb, yb in batches(data.x, data.y, cfg.batch_size, gen, augment=data.augment):
+                xo = next(ood).to(dev) if ood is not None else None
+                opt.zero_grad(set_to_none=True)
+                loss = step(xb.to(dev), yb.to(dev), xo)
+                if loss is not None:
+                    loss.backward()
+                opt.step()
+                bar.update(1)
+            sched.step()
+
+
+def train_classifier(model: nn.Module, ctx: Context, cfg: TrainConfig | None = None,
+                     desc: str = "vanilla", data: ImageSet | None = None) -> nn.Module:
+    """Plain cross-entropy training (the paper's Vanilla recipe by default)."""
+    fit(model.parameters(), ctx, lambda x, y, _: F.cross_entropy(model(x), y), cfg, desc, [model], data=data)
+    model.eval()
+    return model
+
+
+@torch.no_grad()
+def predict(fn: Callable, x: torch.Tensor, device="cpu", batch_size: int = 512) -> torch.Tensor:
+    """Concatenated outputs of fn over x in batches, on CPU."""
+    outs = [fn(x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]
+    return torch.cat(outs)
+
+
+def accuracy(pred_labels: torch.Tensor, y: torch.Tensor) -> float:
+    return 100.0 * (pred_labels == y).float().mean().item()
