@@ -1,0 +1,118 @@
+"""bench.report renders the paper's tables from records: layout (golden files), missing cells,
+README preservation. Records are synthetic (tests/synthetic_records.py), not results."""
+import csv
+import os
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import synthetic_records as S  # noqa: E402
+from bench import paper as P
+from bench import report
+
+GOLDEN = Path(__file__).parent / "golden"
+GOLDEN_FILES = ["table1.md", "table2.md", "table3.md", "table5.md", "budget_curves.md",
+                "figure3.md", "table2.csv", "README.md"]
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    root = S.write(S.handful(), tmp_path_factory.mktemp("synth"))
+    out = root / "out"
+    speed = root / "no-speed"   # absent: speed tables must be reported missing
+    report.render(root, out, "synth", speed_dir=speed)
+    return out
+
+
+@pytest.mark.parametrize("name", GOLDEN_FILES)
+def test_golden_layout(rendered, name):
+    got = (rendered / name).read_text()
+    path = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(got)
+    assert got == path.read_text(), f"{name} differs from {path}; UPDATE_GOLDEN=1 to accept"
+
+
+def _rows(out, name):
+    with open(out / name) as f:
+        return list(csv.DictReader(f))
+
+
+def test_missing_cells_are_marked_not_dropped(rendered):
+    t2 = (rendered / "table2.md").read_text()
+    # every paper row and data set is present even without any record of ours
+    for label in ["Vanilla", "MAD", "AM", "EDM", "InI", "InI + MAD", "InI + AM"]:
+        assert f"| {label} " in t2
+    for ds in ["MNIST soft", "FashionMNIST hard", "CIFAR-100 soft"]:
+        assert ds in t2
+    rows = _rows(rendered, "table2.csv")
+    fm = [r for r in rows if r["dataset"] == "fashionmnist" and r["metric"] == "clone_acc"]
+    assert fm and all(r["ours"] == "" and r["n_seeds"] == "0" and r["paper"] for r in fm)
+    mad_hard = next(r for r in rows if (r["defense"], r["label"], r["metric"])
+                    == ("mad", "hard", "clone_acc") and r["dataset"] == "mnist")
+    assert (mad_hard["ours"], mad_hard["n_failed"], mad_hard["diff"]) == ("", "1", "")
+    mad_line = next(line for line in t2.splitlines() if line.startswith("| MAD "))
+    assert "| failed " in mad_line and report.MISSING in mad_line
+
+
+def test_values_and_differences(rendered):
+    rows = _rows(rendered, "table2.csv")
+    v = next(r for r in rows if (r["dataset"], r["defense"], r["label"], r["metric"])
+             == ("mnist", "vanilla", "soft", "clone_acc"))
+    assert float(v["ours"]) == pytest.approx(91.0)          # mean of seeds 90 and 92
+    assert float(v["paper"]) == pytest.approx(99.39)        # Table 2, ResNet-18
+    assert float(v["diff"]) == pytest.approx(91.0 - 99.39)
+    assert v["n_seeds"] == "2"
+
+
+def test_ablation_rows_stay_out_of_main_tables(rendered):
+    assert "L_iso" not in (rendered / "table2.md").read_text()
+    t5 = (rendered / "table5.md").read_text()
+    assert "88.00 (0.91×)" in t5 and "paper (ResNet-18, CIFAR-10)" in t5
+
+
+def test_no_vgg_tables_without_vgg_records(rendered):
+    assert not (rendered / "tableE1.md").exists()
+
+
+def test_vgg_records_give_appendix_tables(tmp_path):
+    root = S.write([S.victim("cifar10", "vanilla", 90.0, arch="vgg16")], tmp_path)
+    report.render(root, tmp_path / "out", "synth", speed_dir=tmp_path / "none")
+    e1 = (tmp_path / "out" / "tableE1.md").read_text()
+    assert "paper (VGG-16)" in e1 and "93.24" in e1 and "90.00" in e1
+    assert (tmp_path / "out" / "tableE3.tex").exists()
+
+
+def test_readme_keeps_human_text_and_lists_deviations(tmp_path, monkeypatch):
+    prof = SimpleNamespace(deviations=("architecture: tiny",),
+                           roles={"mnist": SimpleNamespace(substitutes=("queries: FashionMNIST",))})
+    monkeypatch.setattr(report, "get_profile", lambda name: prof)
+    root = S.write(S.handful(), tmp_path)
+    out = tmp_path / "out"
+    report.render(root, out, "synth", speed_dir=tmp_path / "none")
+    readme = out / "README.md"
+    text = readme.read_text()
+    assert "- architecture: tiny" in text and "- MNIST: queries: FashionMNIST" in text
+    readme.write_text("Intro by hand.\n" + text.replace("(Written by hand; kept across re-renders.)",
+                                                         "Our analysis: InI wins."))
+    report.render(root, out, "synth", speed_dir=tmp_path / "none")
+    again = readme.read_text()
+    assert again.startswith("Intro by hand.\n" + report.BEGIN)
+    assert "Our analysis: InI wins." in again and again.count(report.BEGIN) == 1
+
+
+def test_paper_reference_is_the_shared_copy():
+    shared = Path(__file__).resolve().parents[2] / "shared" / "spec" / "paper_reference.csv"
+    if shared.exists():
+        assert P.REFERENCE_CSV.read_text() == shared.read_text()
+    ref = P.load_paper()
+    assert ref.get("2", "resnet18", "CIFAR-100", "InI", "knockoff", "soft") == 9.71
+    assert ref.get("5", "resnet18", "CIFAR-10", "InI w/o grad-norm", "jbda", "hard") == 25.15
+
+
+def test_cli_without_records_is_bad_input(tmp_path, capsys):
+    assert report.main(["--results", str(tmp_path)]) == 2
+    assert "no records/" in capsys.readouterr().err
