@@ -1,0 +1,264 @@
+"""CI regression check: run the small fixed ``ci`` matrix and compare it with the baseline.
+
+    python -m bench.check [--baseline results/ci/baseline.json] [--out DIR] [--update]
+                          [--tolerance 2.0] [--data-root DIR] [--profile ci] [--jobs 1]
+
+Every clone accuracy (per cell: data set/defense/attack/label/seed) and every benign accuracy
+(per victim: data set/defense/victim/-/seed) is compared with the committed baseline. A value
+that moved by more than its tolerance (percentage points; the baseline may give a cell its
+own ``"tolerance"``, a number or ``{metric: number}``), a cell that failed, or a cell missing
+from the run is a regression. Cells the baseline does not know are listed but pass.
+``--update`` rewrites the baseline from this run (keeping per-cell tolerances), records the
+commit the numbers came from, and re-renders the tables next to it.
+
+The run is CPU-deterministic, so the same commit gives the same numbers and the tolerance
+only absorbs platform noise. Exit status: 0 pass, 1 regression, 2 bad input.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from tabulate import tabulate
+
+from . import records as R
+from .io import CorruptFileError, git_commit, read_json, write_json
+
+DEFAULT_BASELINE = Path("results/ci/baseline.json")
+METRICS = ("clone_acc", "benign_acc")
+SCHEMA = 1
+EPS = 1e-9   # below this a value has not moved
+
+
+class BadInput(Exception):
+    """Unusable input; reported as one line and exit status 2."""
+
+
+def _run_matrix(profile, out, **kw):
+    from .run import run_matrix
+    return run_matrix(profile, out, **kw)
+
+
+def _get_profile(name):
+    from .profiles import get_profile
+    return get_profile(name)
+
+
+# ------------------------------------------------------------------ measurements
+def cell_id(dataset, defense, attack, label, seed) -> str:
+    return f"{dataset}/{defense}/{attack}/{label}/{seed}"
+
+
+def measure(cells, victims) -> dict:
+    """cell id -> {metric: value or None (failed)}; benign accuracy under '<ds>/<def>/victim/-/<seed>'."""
+    out = {}
+    for c in cells:
+        out[cell_id(c.dataset, c.defense, c.attack, c.label, c.seed)] = {
+            "clone_acc": c.clone_acc if c.status == "ok" else None}
+    benign = {}
+    for c in cells:  # a cell carries its victim's benign accuracy; victim records win below
+        if c.benign_acc is not None:
+            benign[cell_id(c.dataset, c.defense, "victim", "-", c.seed)] = c.benign_acc
+    for v in victims:
+        benign[cell_id(v.dataset, v.defense, "victim", "-", v.seed)] = v.benign_acc
+    for c in cells:
+        benign.setdefault(cell_id(c.dataset, c.defense, "victim", "-", c.seed), None)
+    out.update({k: {"benign_acc": v} for k, v in benign.items()})
+    return out
+
+
+# ------------------------------------------------------------------ comparison
+@dataclass
+class Change:
+    cell: str
+    metric: str
+    base: float | None
+    now: float | None
+    tol: float | None
+    verdict: str            # within | REGRESSION | FAILED | MISSING | new | still failed
+
+    @property
+    def regression(self) -> bool:
+        return self.verdict in ("REGRESSION", "FAILED", "MISSING")
+
+    def row(self):
+        delta = self.now - self.base if self.now is not None and self.base is not None else None
+        f = lambda v, s="": "—" if v is None else format(v, f"{s}.2f")  # noqa: E731
+        return [self.cell, self.metric, f(self.base), f(self.now), f(delta, "+"),
+                f(self.tol), self.verdict]
+
+
+def tolerance(entry: dict, metric: str, default: float) -> float:
+    t = entry.get("tolerance", default)
+    if isinstance(t, dict):
+        t = t.get(metric, default)
+    if not isinstance(t, (int, float)) or t < 0:
+        raise BadInput(f"bad tolerance {t!r} in the baseline (a number >= 0, or {{metric: number}})")
+    return float(t)
+
+
+def compare(baseline: dict, current: dict, default_tol: float) -> list[Change]:
+    """Every value that moved, failed, vanished or is new; unchanged values are left out."""
+    changes = []
+    for cell, entry in sorted(baseline["cells"].items()):
+        for metric in METRICS:
+            if metric not in entry:
+                continue
+            base, tol = entry[metric], tolerance(entry, metric, default_tol)
+            if cell not in current or metric not in current[cell]:
+                changes.append(Change(cell, metric, base, None, tol, "MISSING"))
+                continue
+            now = current[cell][metric]
+            if now is None:
+                verdict = "still failed" if base is None else "FAILED"
+            elif base is None:
+                verdict = "new"   # failed in the baseline, works now
+            elif abs(now - base) <= EPS:
+                continue
+            else:
+                verdict = "within" if abs(now - base) <= tol + EPS else "REGRESSION"
+            changes.append(Change(cell, metric, base, now, tol, verdict))
+    for cell in sorted(set(current) - set(baseline["cells"])):
+        for metric, now in current[cell].items():
+            changes.append(Change(cell, metric, None, now, None, "new"))
+    return changes
+
+
+# ------------------------------------------------------------------ baseline file
+def load_baseline(path: Path, profile: str) -> dict:
+    if not path.exists():
+        raise BadInput(f"no baseline at {path}; create it with `python -m bench.check --update`")
+    try:
+        b = read_json(path)
+    except (CorruptFileError, OSError) as e:
+        raise BadInput(f"cannot read baseline {path}: {e}") from e
+    if not isinstance(b, dict) or not isinstance(b.get("cells"), dict):
+        raise BadInput(f"baseline {path} has no 'cells' mapping; regenerate it with --update")
+    if b.get("profile", profile) != profile:
+        raise BadInput(f"baseline {path} is for profile {b.get('profile')!r}, not {profile!r}")
+    return b
+
+
+def new_baseline(profile: str, current: dict, records, old: dict | None) -> dict:
+    commits = sorted({r.provenance.get("git_commit") for r in records
+                      if r.provenance.get("git_commit")}) or [git_commit()]
+    prov = next((r.provenance for r in records if r.provenance), {})
+    cells = {}
+    for cell, metrics in sorted(current.items()):
+        entry = {m: (round(v, 4) if v is not None else None) for m, v in metrics.items()}
+        if old and "tolerance" in old.get("cells", {}).get(cell, {}):
+            entry["tolerance"] = old["cells"][cell]["tolerance"]
+        cells[cell] = entry
+    return {"schema": SCHEMA, "profile": profile, "commit": ", ".join(commits),
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "device": prov.get("device"), "versions": prov.get("versions"),
+            "note": "Written by `python -m bench.check --update`. A cell may carry its own "
+                    "\"tolerance\" (percentage points, a number or {metric: number}).",
+            "cells": cells}
+
+
+# ------------------------------------------------------------------ driver
+def run(profile: str, run_dir: Path, data_root, jobs, progress):
+    cells = _run_matrix(profile, run_dir, jobs=jobs, data_root=data_root, device="cpu",
+                        progress=progress)
+    victims = [r for r in R.load_all(run_dir) if r.kind == "victim" and r.profile == profile]
+    return cells, victims
+
+
+def publish(run_dir: Path, dest: Path, profile: str) -> None:
+    """Copy the run's records next to the baseline and re-render the tables there."""
+    from .report import render
+    if run_dir.resolve() != dest.resolve():
+        if (dest / "records").exists():
+            shutil.rmtree(dest / "records")
+        shutil.copytree(run_dir / "records", dest / "records")
+    render(dest, dest, profile)
+
+
+def report(changes: list[Change], n_values: int, baseline: dict) -> None:
+    if changes:
+        print(tabulate([c.row() for c in changes],
+                       ["cell", "metric", "baseline", "now", "Δ", "tolerance", "verdict"],
+                       tablefmt="github", disable_numparse=True))
+    moved = sum(c.verdict in ("within", "REGRESSION") for c in changes)
+    bad = sum(c.regression for c in changes)
+    print(f"{n_values} values checked against the baseline from commit "
+          f"{baseline.get('commit', 'unknown')}: {moved} moved, {bad} regressions")
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m bench.check",
+                                 description=__doc__.split("\n")[0])
+    ap.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE)
+    ap.add_argument("--out", type=Path, help="run the matrix here (an empty or new folder; "
+                    "default: a temporary folder, removed when the check passes)")
+    ap.add_argument("--update", action="store_true", help="rewrite the baseline from this run")
+    ap.add_argument("--tolerance", type=float, default=2.0,
+                    help="default tolerance in percentage points (default 2.0)")
+    ap.add_argument("--data-root", help="data folder (default: the harness's data search path)")
+    ap.add_argument("--profile", default="ci", help="matrix profile (default ci)")
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--progress", action="store_true")
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    try:
+        return _main(a)
+    except BadInput as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(a) -> int:
+    try:
+        _get_profile(a.profile)
+    except ValueError as e:
+        raise BadInput(str(e)) from e
+    if a.tolerance < 0:
+        raise BadInput(f"--tolerance must be >= 0, got {a.tolerance}")
+    old = None
+    if a.update:
+        old = load_baseline(a.baseline, a.profile) if a.baseline.exists() else None
+    else:
+        old = load_baseline(a.baseline, a.profile)
+    if a.out and (a.out / "records").exists():
+        raise BadInput(f"{a.out} already holds records/ (cached cells would not be re-run); "
+                       "give an empty or new folder")
+    run_dir = a.out or Path(tempfile.mkdtemp(prefix="stealbench-check-"))
+    try:
+        cells, victims = run(a.profile, run_dir, a.data_root, a.jobs, a.progress)
+    except (ValueError, OSError) as e:
+        raise BadInput(f"the {a.profile} matrix could not start: {e}") from e
+    current = measure(cells, victims)
+    failed = [c for c in cells if c.status != "ok"]
+    for c in failed:
+        print(f"failed cell {cell_id(c.dataset, c.defense, c.attack, c.label, c.seed)}: {c.error}",
+              file=sys.stderr)
+    if a.update:
+        base = new_baseline(a.profile, current, cells + victims, old)
+        write_json(a.baseline, base)
+        publish(run_dir, a.baseline.parent, a.profile)
+        print(f"wrote {a.baseline}: {len(base['cells'])} cells from commit {base['commit']}"
+              + (f" ({len(failed)} failed cells recorded as null)" if failed else ""))
+        code = 0
+    else:
+        changes = compare(old, current, a.tolerance)
+        report(changes, sum(len(v) for v in current.values()), old)
+        code = 1 if any(c.regression for c in changes) else 0
+    if a.out is None:
+        if code == 0:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        else:
+            print(f"the run's records are kept in {run_dir}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

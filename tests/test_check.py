@@ -1,0 +1,156 @@
+"""bench.check: baseline update, pass within tolerance, fail beyond it, missing/failed cells,
+bad input. The matrix runner is replaced by a fake writing synthetic records (not results)."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import synthetic_records as S  # noqa: E402
+from bench import check  # noqa: E402
+
+BASE = {("mnist", "vanilla", "knockoff", "soft"): 90.0, ("mnist", "vanilla", "jbda", "hard"): 70.0,
+        ("mnist", "mad", "knockoff", "soft"): 80.0}
+BENIGN = {"vanilla": 98.0, "mad": 97.0}
+
+
+@pytest.fixture
+def matrix(monkeypatch):
+    """Values the fake ci matrix will produce; tests edit them between runs."""
+    state = {"clone": dict(BASE), "benign": dict(BENIGN), "failed": set(), "calls": 0}
+
+    def fake_run_matrix(profile, out, **kw):
+        state["calls"] += 1
+        recs = [S.victim("mnist", d, acc, profile=profile) for d, acc in state["benign"].items()]
+        cells = [S.cell(ds, d, a, lb, acc, state["benign"][d], profile=profile,
+                        status="failed" if (ds, d, a, lb) in state["failed"] else "ok")
+                 for (ds, d, a, lb), acc in state["clone"].items()]
+        S.write(recs + cells, Path(out))
+        return cells
+
+    def fake_profile(name):
+        if name not in ("ci", "synth"):
+            raise ValueError(f"unknown profile {name!r}. Valid profiles: ci")
+    monkeypatch.setattr(check, "_run_matrix", fake_run_matrix)
+    monkeypatch.setattr(check, "_get_profile", fake_profile)
+    monkeypatch.setattr(check, "publish", lambda *a: None)   # rendering has its own tests
+    return state
+
+
+def run(tmp_path, *args):
+    return check.main(["--baseline", str(tmp_path / "ci" / "baseline.json"), *args])
+
+
+@pytest.fixture
+def baselined(matrix, tmp_path):
+    assert run(tmp_path, "--update") == 0
+    return matrix
+
+
+def test_update_writes_baseline_with_commit(baselined, tmp_path):
+    b = json.loads((tmp_path / "ci" / "baseline.json").read_text())
+    assert b["profile"] == "ci" and b["commit"] == "abc123"
+    assert b["cells"]["mnist/vanilla/knockoff/soft/0"] == {"clone_acc": 90.0}
+    assert b["cells"]["mnist/mad/victim/-/0"] == {"benign_acc": 97.0}
+    assert len(b["cells"]) == 5
+
+
+def test_same_numbers_pass(baselined, tmp_path, capsys):
+    assert run(tmp_path) == 0
+    assert "0 moved, 0 regressions" in capsys.readouterr().out
+
+
+def test_move_within_tolerance_passes_and_is_listed(baselined, tmp_path, capsys):
+    baselined["clone"][("mnist", "vanilla", "knockoff", "soft")] = 91.5
+    assert run(tmp_path, "--tolerance", "2.0") == 0
+    out = capsys.readouterr().out
+    assert "mnist/vanilla/knockoff/soft/0" in out and "within" in out and "+1.50" in out
+
+
+@pytest.mark.parametrize("delta", [2.5, -2.5])
+def test_move_beyond_tolerance_fails(baselined, tmp_path, capsys, delta):
+    baselined["clone"][("mnist", "mad", "knockoff", "soft")] = 80.0 + delta
+    assert run(tmp_path, "--tolerance", "2.0") == 1
+    assert "REGRESSION" in capsys.readouterr().out
+
+
+def test_benign_accuracy_is_checked(baselined, tmp_path, capsys):
+    baselined["benign"]["vanilla"] = 94.0
+    assert run(tmp_path) == 1
+    assert "mnist/vanilla/victim/-/0" in capsys.readouterr().out
+
+
+def test_per_cell_tolerance_overrides_default(baselined, tmp_path):
+    path = tmp_path / "ci" / "baseline.json"
+    b = json.loads(path.read_text())
+    b["cells"]["mnist/mad/knockoff/soft/0"]["tolerance"] = 5.0
+    path.write_text(json.dumps(b))
+    baselined["clone"][("mnist", "mad", "knockoff", "soft")] = 84.0
+    assert run(tmp_path) == 0
+    baselined["clone"][("mnist", "mad", "knockoff", "soft")] = 86.0
+    assert run(tmp_path) == 1
+    assert run(tmp_path, "--update") == 0   # an update keeps the hand-set tolerance
+    assert json.loads(path.read_text())["cells"]["mnist/mad/knockoff/soft/0"]["tolerance"] == 5.0
+
+
+def test_missing_cell_is_a_regression(baselined, tmp_path, capsys):
+    del baselined["clone"][("mnist", "vanilla", "jbda", "hard")]
+    assert run(tmp_path) == 1
+    assert "MISSING" in capsys.readouterr().out
+
+
+def test_failed_cell_is_a_regression(baselined, tmp_path, capsys):
+    baselined["failed"].add(("mnist", "vanilla", "jbda", "hard"))
+    assert run(tmp_path) == 1
+    assert "FAILED" in capsys.readouterr().out
+
+
+def test_new_cell_is_listed_but_passes(baselined, tmp_path, capsys):
+    baselined["clone"][("mnist", "vanilla", "knockoff", "hard")] = 85.0
+    assert run(tmp_path) == 0
+    assert "new" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--profile", "nope"], "unknown profile"),
+    ([], "no baseline"),
+    (["--tolerance", "-1"], "--tolerance"),
+])
+def test_bad_input_exits_2_before_running(matrix, tmp_path, capsys, args, needle):
+    assert run(tmp_path, *args) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1
+    assert matrix["calls"] == 0
+
+
+def test_unreadable_baseline_exits_2(matrix, tmp_path, capsys):
+    (tmp_path / "ci").mkdir()
+    (tmp_path / "ci" / "baseline.json").write_text("{not json")
+    assert run(tmp_path) == 2
+    assert "cannot read baseline" in capsys.readouterr().err
+
+
+def test_out_with_old_records_is_refused(baselined, tmp_path, capsys):
+    (tmp_path / "old" / "records").mkdir(parents=True)
+    assert run(tmp_path, "--out", str(tmp_path / "old")) == 2
+    assert "already holds records" in capsys.readouterr().err
+
+
+def test_update_publishes_records_and_tables(matrix, tmp_path, monkeypatch):
+    monkeypatch.undo()   # the real publish, with the fake runner again
+    monkeypatch.setattr(check, "_run_matrix", matrix_runner(matrix))
+    monkeypatch.setattr(check, "_get_profile", lambda name: None)
+    assert run(tmp_path, "--update") == 0
+    ci = tmp_path / "ci"
+    assert (ci / "records" / "cells").is_dir() and (ci / "table2.md").exists()
+    assert "90.00 (0.92×)" in (ci / "table2.md").read_text()
+
+
+def matrix_runner(state):
+    def fake(profile, out, **kw):
+        cells = [S.cell(ds, d, a, lb, acc, state["benign"][d], profile=profile)
+                 for (ds, d, a, lb), acc in state["clone"].items()]
+        S.write(cells, Path(out))
+        return cells
+    return fake
