@@ -20,7 +20,7 @@ class Classifier(nn.Module):
 @MODELS.register("smallcnn")
 class SmallCNN(Classifier):
     """Two conv blocks + one hidden fc: the CPU-profile victim and clone."""
-    input_size = 28
+    input_size = None  # any size: pooled to 7x7 before the fc
 
     def __init__(self, num_classes=10, in_channels=1, width=32, hidden=128):
         super().__init__()
@@ -56,7 +56,7 @@ class BasicBlock(nn.Module):
 @MODELS.register("resnet18")
 class ResNet18(Classifier):
     """CIFAR-style ResNet-18: 3x3 stride-1 stem, no max-pool."""
-    input_size = 32
+    input_size = None  # 28x28 grayscale and 32x32 colour alike (global pooling)
 
     def __init__(self, num_classes=10, in_channels=3):
         super().__init__()

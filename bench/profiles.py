@@ -1,0 +1,145 @@
+"""Matrix profiles as data: which data sets, roles, defenses, attacks and budgets a run uses.
+
+A profile is a ``Profile`` instance registered in ``PROFILES``; adding one is adding data,
+not code paths. Every deviation from the paper is written in ``deviations`` and copied into
+the results.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+from .train import TrainConfig
+
+
+@dataclass(frozen=True)
+class Roles:
+    """Data-set roles of the spec for one victim (ID) data set."""
+    id: str
+    ood: str | None          # OOD training set (AM, EDM, InI)
+    hash: str | None         # EDM hash set
+    query: str               # KnockoffNets query set
+    ood_split: str = "train"
+    hash_split: str = "train"
+    query_split: str = "train"
+    substitutes: tuple = ()  # human-readable notes on roles that differ from the paper
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    arch: str
+    roles: dict                           # dataset -> Roles
+    defenses: tuple
+    attacks: dict                         # attack name -> params
+    train: dict                           # dataset -> TrainConfig (Vanilla recipe)
+    labels: tuple = ("soft", "hard")
+    seeds: tuple = (0,)
+    train_size: int | None = None         # ID training images (None: all)
+    test_size: int | None = None          # ID test images for every metric (None: all)
+    query_size: int | None = None         # KnockoffNets pool size (None: all)
+    ood_size: int | None = None
+    val_size: int = 2000                  # held out from the ID train split for knob tuning
+    tune: bool = False                    # tune MAD eps / AM tau / DCP beta to similar benign acc
+    tune_tolerance: float = 0.5
+    defense_params: dict = field(default_factory=dict)   # defense -> params
+    extra_defenses: dict = field(default_factory=dict)   # dataset -> extra defenses (ablations)
+    arch_params: dict = field(default_factory=dict)
+    deviations: tuple = ()
+
+    def defenses_for(self, dataset: str) -> tuple:
+        return tuple(self.defenses) + tuple(self.extra_defenses.get(dataset, ()))
+
+    def describe(self) -> dict:
+        d = asdict(self)
+        d["train"] = {k: asdict(v) for k, v in self.train.items()}
+        return d
+
+
+GRAY_ROLES = {
+    "mnist": Roles("mnist", "kmnist", "kmnist", "emnist-letters"),
+    "fashionmnist": Roles("fashionmnist", "kmnist", "kmnist", "emnist-balanced"),
+}
+OFFLINE_ROLES = {  # what ../shared/data allows: KMNIST test split only, no EMNIST
+    "mnist": Roles("mnist", "kmnist", "kmnist", "fashionmnist", ood_split="test", hash_split="test",
+                   substitutes=("OOD/hash set: KMNIST test split (train split not available offline)",
+                                "KnockoffNets queries: FashionMNIST train instead of EMNIST-Letters")),
+    "fashionmnist": Roles("fashionmnist", "kmnist", "kmnist", "mnist", ood_split="test", hash_split="test",
+                          substitutes=("OOD/hash set: KMNIST test split (train split not available offline)",
+                                       "KnockoffNets queries: MNIST train instead of EMNIST (balanced)")),
+}
+CIFAR_ROLES = {
+    "cifar10": Roles("cifar10", "tinyimagenet", "svhn", "cifar100"),
+    "cifar100": Roles("cifar100", "tinyimagenet", "svhn", "cifar10"),
+}
+GRAY_RECIPE = TrainConfig(epochs=50, step_every=20)
+CIFAR_RECIPE = TrainConfig(epochs=150, step_every=50)
+PAPER_DEFENSES = ("vanilla", "mad", "am", "edm", "ini", "ini+mad", "ini+am")
+ABLATIONS = ("ini-iso", "ini-ind", "ini-nogradnorm")
+
+PROFILES: dict[str, Profile] = {}
+
+
+def register(p: Profile) -> Profile:
+    PROFILES[p.name] = p
+    return p
+
+
+register(Profile(
+    name="full", arch="resnet18", roles={**GRAY_ROLES, **CIFAR_ROLES},
+    defenses=PAPER_DEFENSES + ("dcp",),
+    attacks={"knockoff": {"budget": 50_000, "epochs": 50}, "jbda": {"rounds": 6, "epochs_per_round": 10}},
+    train={"mnist": GRAY_RECIPE, "fashionmnist": GRAY_RECIPE, "cifar10": CIFAR_RECIPE, "cifar100": CIFAR_RECIPE},
+    tune=True, extra_defenses={"cifar10": ABLATIONS},
+    deviations=("none intended: the paper's settings (GPU work; needs EMNIST, KMNIST train, "
+                "CIFAR, SVHN and TinyImageNet under the data root)",),
+))
+
+CPU_GRAY = TrainConfig(epochs=4, step_every=3)
+register(Profile(
+    name="cpu", arch="smallcnn", roles=OFFLINE_ROLES,
+    defenses=PAPER_DEFENSES + ("dcp",),
+    attacks={"knockoff": {"budget": 10_000, "epochs": 10}, "jbda": {"rounds": 6, "epochs_per_round": 10}},
+    train={"mnist": CPU_GRAY, "fashionmnist": CPU_GRAY},
+    tune=True, extra_defenses={"fashionmnist": ABLATIONS},
+    deviations=("architecture: small CNN (2 conv + 1 hidden fc) instead of ResNet-18",
+                "victim training: 4 epochs, lr x0.1 after epoch 3 (paper: 50 epochs, x0.1 every 20)",
+                "KnockoffNets: 10,000 queries, 10 clone epochs (paper: 50,000 queries, 50 epochs)",
+                "Table 5 ablation on FashionMNIST (paper: CIFAR-10)"),
+))
+
+SMOKE_GRAY = TrainConfig(epochs=1, step_every=1)
+register(Profile(
+    name="smoke", arch="smallcnn", roles={"mnist": OFFLINE_ROLES["mnist"]},
+    defenses=("vanilla",),
+    attacks={"knockoff": {"budget": 3000, "epochs": 5}, "jbda": {"rounds": 4, "epochs_per_round": 5}},
+    train={"mnist": SMOKE_GRAY}, train_size=10_000, test_size=5000, query_size=10_000, ood_size=5000,
+    val_size=1000,
+    deviations=("a seconds-scale slice: 10,000 MNIST training images, 1 epoch, 5,000 test images",
+                "architecture: small CNN instead of ResNet-18",
+                "KnockoffNets: 3,000 queries, 5 clone epochs; JBDA: 4 rounds of 5 epochs"),
+))
+
+CI_GRAY = TrainConfig(epochs=1, step_every=1)
+register(Profile(
+    name="ci", arch="smallcnn", roles=OFFLINE_ROLES,
+    defenses=("vanilla", "mad", "dcp"),
+    attacks={"knockoff": {"budget": 2000, "epochs": 4}, "jbda": {"rounds": 3, "epochs_per_round": 5}},
+    train={"mnist": CI_GRAY, "fashionmnist": CI_GRAY}, train_size=8000, test_size=2000,
+    query_size=4000, ood_size=2000, val_size=1000,
+    deviations=("regression-check slice: 8,000 training images, 1 epoch, 2,000 test images",
+                "architecture: small CNN instead of ResNet-18",
+                "KnockoffNets: 2,000 queries, 4 epochs; JBDA: 3 rounds of 5 epochs"),
+))
+
+
+def get_profile(name: str) -> Profile:
+    if name not in PROFILES:
+        import difflib
+        close = difflib.get_close_matches(name, PROFILES, n=1, cutoff=0.0)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown profile {name!r}.{hint} Valid profiles: {', '.join(sorted(PROFILES))}")
+    return PROFILES[name]
+
+
+def with_filters(p: Profile, **kw) -> Profile:
+    return replace(p, **{k: v for k, v in kw.items() if v is not None})
