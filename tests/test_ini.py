@@ -1,0 +1,161 @@
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bench.data import ImageSet
+from bench.models import SmallCNN
+from bench.train import Context, TrainConfig
+from defenses import get_defense
+from defenses.ini import Surrogate, gradient_norm, isolation
+
+
+def generated_set(n, name, seed, classes=10, size=28):
+    """Random images and labels: generated data, not a real data set."""
+    g = torch.Generator().manual_seed(seed)
+    return ImageSet(name, "generated", torch.randn(n, 1, size, size, generator=g),
+                    torch.randint(0, classes, (n,), generator=g), classes, (0.0,), (1.0,))
+
+
+def tiny_ctx(n=256, epochs=1):
+    return Context(arch="smallcnn", num_classes=10, in_channels=1, input_size=28,
+                   id_train=generated_set(n, "gen-id", 0), ood_train=generated_set(n, "gen-ood", 1),
+                   train=TrainConfig(epochs=epochs, batch_size=128), progress=False,
+                   arch_params={"width": 4, "hidden": 16})
+
+
+# ---------------------------------------------------------------- reference values (plain autograd)
+def flat_grad(loss, params, **kw):
+    return torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params, **kw)])
+
+
+def ref_isolation(victim, clone, x, y, adv):
+    zv, zc = victim(x), clone(x)
+    lc = F.log_softmax(zc, 1)
+    if adv == "kl":
+        a = (lc.exp() * (lc - F.log_softmax(zv, 1))).sum(1).mean()
+    else:
+        a = -(F.softmax(zv, 1) * lc).sum(1).mean()
+    cp = list(clone.parameters())
+    g1 = flat_grad(a, cp, retain_graph=True)
+    g2 = flat_grad(F.cross_entropy(zc, y), cp)
+    return F.cosine_similarity(g1, g2, dim=0)
+
+
+def ref_gradnorm(victim, clone, xo, form):
+    zv, zc = victim(xo), clone(xo)
+    lc = F.log_softmax(zc, 1)
+    g = flat_grad((lc.exp() * (lc - F.log_softmax(zv, 1))).sum(1).mean(), list(clone.parameters()))
+    return g.abs().mean() if form == "code" else g.norm()
+
+
+def tiny_pair():
+    torch.manual_seed(0)
+    victim = SmallCNN(num_classes=4, width=2, hidden=5).double().eval()
+    clone = SmallCNN(num_classes=4, width=2, hidden=5).double().eval()
+    x = torch.randn(6, 1, 8, 8, dtype=torch.float64)
+    y = torch.randint(0, 4, (6,))
+    return victim, clone, x, y
+
+
+def fd_check(value_fn, victim, analytic, n_coords=12, h=1e-6):
+    params = list(victim.parameters())
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(n_coords):
+        k = torch.randint(len(params), (1,), generator=gen).item()
+        i = torch.randint(params[k].numel(), (1,), generator=gen).item()
+        flat = params[k].data.view(-1)
+        old = flat[i].item()
+        with torch.no_grad():
+            flat[i] = old + h
+        up = value_fn().item()
+        with torch.no_grad():
+            flat[i] = old - h
+        down = value_fn().item()
+        with torch.no_grad():
+            flat[i] = old
+        fd = (up - down) / (2 * h)
+        an = analytic[k].view(-1)[i].item()
+        assert abs(fd - an) <= 1e-5 + 1e-4 * abs(fd), (k, i, fd, an)
+
+
+@pytest.mark.parametrize("adv", ["kl", "softce"])
+def test_isolation_gradient_matches_finite_differences(adv):
+    victim, clone, x, y = tiny_pair()
+    sur = Surrogate(copy.deepcopy(clone))
+    zv = victim(x)
+    zc, cvjp = sur.vjp(x)
+    val, dz = isolation(sur, x, y, zc, cvjp, zv, adv)
+    assert torch.allclose(val, ref_isolation(victim, clone, x, y, adv), atol=1e-10)
+    analytic = torch.autograd.grad(zv, list(victim.parameters()), dz)
+    assert max(a.abs().max() for a in analytic) > 1e-6  # the gradient is not trivially zero
+    fd_check(lambda: ref_isolation(victim, clone, x, y, adv), victim, analytic)
+
+
+@pytest.mark.parametrize("form", ["code", "paper"])
+def test_gradient_norm_gradient_matches_finite_differences(form):
+    victim, clone, xo, _ = tiny_pair()
+    sur = Surrogate(copy.deepcopy(clone))
+    zv = victim(xo)
+    zc, cvjp = sur.vjp(xo)
+    val, dz = gradient_norm(sur, xo, zc, cvjp, zv, form)
+    assert torch.allclose(val, ref_gradnorm(victim, clone, xo, form), atol=1e-12)
+    analytic = torch.autograd.grad(zv, list(victim.parameters()), dz)
+    fd_check(lambda: ref_gradnorm(victim, clone, xo, form), victim, analytic)
+
+
+def test_surrogate_unchanged_and_victim_trained():
+    ctx = tiny_ctx()
+    d = get_defense("ini")
+    d.build(ctx)
+    before = copy.deepcopy(d.nets["model"].state_dict())
+    d.fit(ctx)
+    used = d.aux["surrogate"].model
+    fresh = d.make_surrogate(ctx).model
+    assert not used.training
+    for k, t in fresh.state_dict().items():
+        assert torch.equal(t, used.state_dict()[k]), k
+    assert any(not torch.equal(t, d.nets["model"].state_dict()[k]) for k, t in before.items())
+    assert d.fit_log["adv_loss"] == "kl" and d.fit_log["ind_loss"] == "code"
+    assert "pcgrad_cosines" not in d.fit_log
+
+
+@pytest.mark.parametrize("name,objectives", [("ini-iso", ["ben", "iso"]),
+                                             ("ini-ind", ["ben", "ind", "gradnorm"]),
+                                             ("ini-nogradnorm", ["ben", "iso", "ind"])])
+def test_ablations_train_their_objectives(name, objectives):
+    ctx = tiny_ctx(n=128)
+    d = get_defense(name, adv_loss="softce", ind_loss="paper", log_cosine_epochs=1)
+    d.build(ctx)
+    d.fit(ctx)
+    d.eval()
+    log = d.fit_log
+    assert log["objectives"] == objectives and log["adv_loss"] == "softce" and log["ind_loss"] == "paper"
+    pairs = log["pcgrad_cosines"]
+    assert len(pairs) == len(objectives) * (len(objectives) - 1) // 2
+    for rec in pairs.values():
+        assert len(rec["before"]) == len(rec["after"]) == 1
+    p = d(ctx.id_train.x[:5])
+    assert torch.allclose(p.sum(1), torch.ones(5), atol=1e-5)
+
+
+def test_cosine_log_and_pcgrad_effect():
+    ctx = tiny_ctx(n=256, epochs=2)
+    d = get_defense("ini", log_cosine_epochs=1)
+    d.build(ctx)
+    d.fit(ctx)
+    pairs = d.fit_log["pcgrad_cosines"]
+    assert set(pairs) == {"ben|iso", "ben|ind", "ben|gradnorm", "iso|ind", "iso|gradnorm", "ind|gradnorm"}
+    assert all(len(r["before"]) == 2 for r in pairs.values())  # 2 steps in the first epoch only
+    assert all(-1 <= c <= 1 for r in pairs.values() for c in r["before"] + r["after"])
+    assert len(d.fit_log["epoch_losses"]["iso"]) == 2
+
+
+def test_bad_parameters_rejected():
+    with pytest.raises(ValueError, match="adv_loss"):
+        get_defense("ini", adv_loss="mse")
+    with pytest.raises(ValueError, match="ind_loss"):
+        get_defense("ini", ind_loss="l2")
+    with pytest.raises(ValueError, match="unknown parameter"):
+        get_defense("ini-iso", beta=1)
