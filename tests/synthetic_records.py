@@ -49,3 +49,26 @@ def write(records, root):
         sub = "victims" if r.kind == "victim" else "cells"
         R.save(root / "records" / sub / f"{i:03d}.json", r)
     return root
+
+
+def speed(root):
+    """A results/speed/cpu/ folder with one inference and one training record (made up)."""
+    from bench.io import write_json
+    prov = {"device": "cpu (test)", "git_commit": "abc123", "versions": {"torch": "x", "cuda": None}}
+    rows = [{"defense": "vanilla", "label": "Vanilla", "style": "", "batch_size": 128,
+             "total_s": 2.0, "ratio_to_vanilla": 1.0, "extrapolated": False},
+            {"defense": "mad", "label": "MAD [reference, paper-style]", "style": "paper-style",
+             "batch_size": 128, "total_s": 60.0, "ratio_to_vanilla": 30.0, "extrapolated": True},
+            {"defense": "mad", "label": "MAD [batched, ours]", "style": "ours",
+             "batch_size": 128, "total_s": 2.4, "ratio_to_vanilla": 1.2, "extrapolated": False}]
+    write_json(root / "cpu" / "speed.json",
+               {"kind": "speed-inference", "arch": "resnet18", "input_shape": "3x32x32",
+                "runs": 20, "batch_sizes": [128], "provenance": prov, "rows": rows})
+    write_json(root / "cpu" / "train.json",
+               {"kind": "speed-train", "arch": "resnet18", "epochs": 1, "train_size": 64,
+                "provenance": prov,
+                "rows": [{"defense": "vanilla", "label": "Vanilla", "seconds": 10.0,
+                          "ratio_to_vanilla": 1.0},
+                         {"defense": "ini", "label": "InI", "seconds": 100.0,
+                          "ratio_to_vanilla": 10.0}]})
+    return root

@@ -116,3 +116,20 @@ def test_paper_reference_is_the_shared_copy():
 def test_cli_without_records_is_bad_input(tmp_path, capsys):
     assert report.main(["--results", str(tmp_path)]) == 2
     assert "no records/" in capsys.readouterr().err
+
+
+def test_speed_tables_from_speed_records(tmp_path):
+    root = S.write(S.handful(), tmp_path)
+    S.speed(tmp_path / "speed")
+    out = tmp_path / "out"
+    report.render(root, out, "synth", speed_dir=tmp_path / "speed")
+    t4 = (out / "table4_cpu.md").read_text()
+    mad = next(line for line in t4.splitlines() if line.startswith("| MAD [reference"))
+    assert "60.0 s* (30.00×)" in mad and "+4.60×" in mad and "471.7 s (25.40×)" in mad
+    b1 = (out / "tableB1_cpu.md").read_text()
+    ini = next(line for line in b1.splitlines() if line.startswith("| InI "))
+    assert "100.0 s (10.00×)" in ini and "1892.1 s (12.15×)" in ini and "-2.15×" in ini
+    edm = next(line for line in b1.splitlines() if line.startswith("| EDM "))
+    assert edm.split("|")[2].strip() == report.MISSING      # paper row kept, ours missing
+    assert (out / "figure4_cpu.png").exists()
+    assert "Table 4" in (out / "README.md").read_text()
