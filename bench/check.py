@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import shutil
 import sys
 import tempfile
@@ -170,6 +171,14 @@ def run(profile: str, run_dir: Path, data_root, jobs, progress):
     return cells, victims
 
 
+def data_root(given):
+    """The ci matrix reads the shared real data (../shared/data) unless told otherwise."""
+    if given or os.environ.get("STEALBENCH_DATA"):
+        return given
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data"
+    return str(shared) if shared.is_dir() else None
+
+
 def publish(run_dir: Path, dest: Path, profile: str) -> None:
     """Copy the run's records next to the baseline and re-render the tables there."""
     from .report import render
@@ -200,7 +209,10 @@ def parse_args(argv=None):
     ap.add_argument("--update", action="store_true", help="rewrite the baseline from this run")
     ap.add_argument("--tolerance", type=float, default=2.0,
                     help="default tolerance in percentage points (default 2.0)")
-    ap.add_argument("--data-root", help="data folder (default: the harness's data search path)")
+    ap.add_argument("--data-root", help="data folder (default: $STEALBENCH_DATA, else "
+                    "../shared/data next to the repository if it exists, else the harness's)")
+    ap.add_argument("--allow-failed", action="store_true",
+                    help="with --update: record failed cells as null instead of refusing")
     ap.add_argument("--profile", default="ci", help="matrix profile (default ci)")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--progress", action="store_true")
@@ -223,25 +235,26 @@ def _main(a) -> int:
         raise BadInput(str(e)) from e
     if a.tolerance < 0:
         raise BadInput(f"--tolerance must be >= 0, got {a.tolerance}")
-    old = None
-    if a.update:
-        old = load_baseline(a.baseline, a.profile) if a.baseline.exists() else None
-    else:
-        old = load_baseline(a.baseline, a.profile)
+    old = None if a.update and not a.baseline.exists() else load_baseline(a.baseline, a.profile)
     if a.out and (a.out / "records").exists():
         raise BadInput(f"{a.out} already holds records/ (cached cells would not be re-run); "
                        "give an empty or new folder")
     run_dir = a.out or Path(tempfile.mkdtemp(prefix="stealbench-check-"))
     try:
-        cells, victims = run(a.profile, run_dir, a.data_root, a.jobs, a.progress)
+        cells, victims = run(a.profile, run_dir, data_root(a.data_root), a.jobs, a.progress)
     except (ValueError, OSError) as e:
         raise BadInput(f"the {a.profile} matrix could not start: {e}") from e
     current = measure(cells, victims)
     failed = [c for c in cells if c.status != "ok"]
     for c in failed:
-        print(f"failed cell {cell_id(c.dataset, c.defense, c.attack, c.label, c.seed)}: {c.error}",
+        first = (c.error or "").strip().splitlines()[0][:300] if c.error else "?"
+        print(f"failed cell {cell_id(c.dataset, c.defense, c.attack, c.label, c.seed)}: {first}",
               file=sys.stderr)
-    if a.update:
+    if a.update and failed and not a.allow_failed:
+        print(f"{len(failed)} of {len(cells)} cells failed: baseline not written "
+              "(fix them, or pass --allow-failed to record them as null)", file=sys.stderr)
+        code = 1
+    elif a.update:
         base = new_baseline(a.profile, current, cells + victims, old)
         write_json(a.baseline, base)
         publish(run_dir, a.baseline.parent, a.profile)

@@ -154,3 +154,17 @@ def matrix_runner(state):
         S.write(cells, Path(out))
         return cells
     return fake
+
+
+def test_update_refuses_failed_cells_unless_allowed(matrix, tmp_path, capsys):
+    matrix["failed"].add(("mnist", "vanilla", "jbda", "hard"))
+    assert run(tmp_path, "--update") == 1
+    assert "baseline not written" in capsys.readouterr().err
+    assert not (tmp_path / "ci" / "baseline.json").exists()
+    assert run(tmp_path, "--update", "--allow-failed") == 0
+    b = json.loads((tmp_path / "ci" / "baseline.json").read_text())
+    assert b["cells"]["mnist/vanilla/jbda/hard/0"] == {"clone_acc": None}
+    assert run(tmp_path) == 0                      # still failing: unchanged, not a regression
+    matrix["failed"].clear()
+    assert run(tmp_path) == 0                      # fixed: listed as new
+    assert "new" in capsys.readouterr().out
