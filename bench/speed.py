@@ -9,6 +9,7 @@ paper-style implementations (MAD one query at a time, EDM running all members) a
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -334,7 +335,8 @@ def header(title: str, rec: dict) -> list[str]:
             f"- device: {p['device']}; torch {p['versions']['torch']}, CUDA {p['versions']['cuda']}; "
             f"commit {p['git_commit']}",
             f"- {WEIGHTS_NOTE}",
-            f"- command: `{rec['command']}`; wall time {rec['wall_time_s']:.0f} s", ""]
+            f"- command: `{rec['command']}`; wall time {rec['wall_time_s']:.0f} s; "
+            f"host load average at start {rec.get('load_avg', '?')} (other processes share the machine)", ""]
 
 
 def render_table4(rec: dict) -> str:
@@ -389,7 +391,8 @@ def render_figure4(rec: dict, path: Path) -> None:
     rows, Bs = rec["rows"], rec["batch_sizes"]
     labels = list(dict.fromkeys(r["label"] for r in rows))
     colours = {"paper-style": "#d95f02", "ours": "#1b9e77", "": "#7570b3"}
-    fig, axes = plt.subplots(1, len(Bs), figsize=(4.2 + 3.2 * len(Bs), 5.6), sharey=True, squeeze=False)
+    panel_w = max(3.2, 0.42 * len(labels))
+    fig, axes = plt.subplots(1, len(Bs), figsize=(1.2 + panel_w * len(Bs), 5.8), sharey=True, squeeze=False)
     top = max(r["ratio_to_vanilla"] for r in rows + [{"ratio_to_vanilla": PAPER_FIG4_RATIO["mad"]}])
     for ax, b in zip(axes[0], Bs):
         for i, label in enumerate(labels):
@@ -464,6 +467,13 @@ def run_training(args, device: str, names: list[str]) -> list[dict]:
 
 
 # ------------------------------------------------------------------ CLI
+def load_avg() -> str | None:
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except (AttributeError, OSError):  # not on every platform
+        return None
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m bench.speed", description=__doc__.split("\n\n")[0])
     dev = p.add_mutually_exclusive_group()
@@ -520,7 +530,7 @@ def _main(argv=None) -> int:
     t0 = time.perf_counter()
     base = {"arch": args.arch, "input_shape": "x".join(map(str, SHAPE)), "num_classes": NUM_CLASSES,
             "weights": WEIGHTS_NOTE, "provenance": io.provenance(device), "command": command,
-            "threads": torch.get_num_threads(), "seed": args.seed}
+            "threads": torch.get_num_threads(), "seed": args.seed, "load_avg": load_avg()}
     if args.train:
         rows = run_training(args, device, names)
         rec = {**base, "kind": "speed-train", "epochs": args.epochs, "train_size": args.train_size,
