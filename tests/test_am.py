@@ -1,0 +1,104 @@
+import pytest
+import torch
+
+from bench.data import ImageSet
+from bench.train import Context, TrainConfig
+from defenses import get_defense
+from defenses.am import ce_to_uniform, log_one_minus_p_true
+
+
+def generated_set(n, name, seed, classes=10):
+    """Random images and labels: generated data, not a real data set."""
+    g = torch.Generator().manual_seed(seed)
+    return ImageSet(name, "generated", torch.randn(n, 1, 28, 28, generator=g),
+                    torch.randint(0, classes, (n,), generator=g), classes, (0.0,), (1.0,))
+
+
+def tiny_ctx(n=256, epochs=1):
+    return Context(arch="smallcnn", num_classes=10, in_channels=1, input_size=28,
+                   id_train=generated_set(n, "gen-id", 0), ood_train=generated_set(n, "gen-ood", 1),
+                   train=TrainConfig(epochs=epochs, batch_size=128), progress=False,
+                   arch_params={"width": 4, "hidden": 16})
+
+
+@pytest.fixture(scope="module")
+def trained_am():
+    ctx = tiny_ctx()
+    d = get_defense("am")
+    d.build(ctx)
+    for u in d.units():
+        u.fit(ctx)
+    d.eval()
+    return d, ctx
+
+
+def test_units_and_labels(trained_am):
+    d, _ = trained_am
+    assert [u.name for u in d.units()] == ["am-defender", "am"]
+    assert d.display == "AM" and d.base.display == "OE"
+    assert "tau" not in d.train_params() and "nu" not in d.train_params()
+
+
+def test_tau_zero_serves_the_defender(trained_am):
+    d, ctx = trained_am
+    x = ctx.id_train.x[:32]
+    d.set_knob("tau", 0.0)
+    assert torch.equal(d(x), d.base(x))
+
+
+def test_huge_tau_serves_the_misinformation_model(trained_am):
+    d, ctx = trained_am
+    x = ctx.id_train.x[:32]
+    d.set_knob("tau", 1.0)
+    d.set_knob("nu", 1e6)
+    base = d.base(x)
+    assert base.max(1).values.max() < 0.999  # h = sigmoid(1e6 * (1 - max y)) is then 1
+    mis = torch.softmax(d.nets["mis"](x), 1).detach()
+    assert torch.allclose(d(x), mis, atol=1e-7)
+    assert not torch.allclose(d(x), base, atol=1e-3)
+
+
+def test_gate_is_the_serving_rule(trained_am):
+    d, _ = trained_am
+    d.set_knob("tau", 0.5)
+    d.set_knob("nu", 20.0)
+    p = torch.tensor([[0.7, 0.2, 0.1], [0.4, 0.35, 0.25]])
+    h = d.gate(p)
+    assert torch.allclose(h, torch.sigmoid(torch.tensor([20 * (0.5 - 0.7), 20 * (0.5 - 0.4)])))
+
+
+def test_knob_range_enforced():
+    with pytest.raises(ValueError, match="tau"):
+        get_defense("am", tau=1.5)
+
+
+def test_composes_on_another_base():
+    d = get_defense("ini+am")
+    d.build(tiny_ctx(n=8))
+    assert d.base.name == "ini" and d.display == "InI+AM"
+    assert [u.name for u in d.units()] == ["ini", "am"]
+
+
+def test_losses():
+    z = torch.tensor([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
+    y = torch.tensor([0, 2])
+    p = torch.softmax(z, 1)
+    assert torch.allclose(log_one_minus_p_true(z, y), torch.log(1 - p[[0, 1], y]))
+    assert torch.allclose(ce_to_uniform(z), -(torch.log(p).mean(1)).mean())
+    # the misinformation objective is minimal when the true class gets no mass
+    assert log_one_minus_p_true(torch.tensor([[-20.0, 5.0]]), torch.tensor([0])) > -1e-6
+
+
+def test_misinformation_model_learns_to_be_wrong():
+    ctx = tiny_ctx(n=512, epochs=4)
+    # generated, learnable labels: class k brightens row block k of the image
+    x, y = ctx.id_train.x, ctx.id_train.y
+    for k in range(10):
+        x[y == k, :, 2 * k:2 * k + 3] += 3.0
+    d = get_defense("am")
+    d.build(ctx)
+    d.fit(ctx)
+    d.eval()
+    x, y = ctx.id_train.x, ctx.id_train.y
+    p_true = torch.softmax(d.nets["mis"](x), 1).detach()[torch.arange(len(y)), y]
+    assert p_true.mean() < 0.05  # untrained: about 1/10
