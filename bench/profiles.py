@@ -107,26 +107,27 @@ register(Profile(
                 "Table 5 ablation on FashionMNIST (paper: CIFAR-10)"),
 ))
 
-SMOKE_GRAY = TrainConfig(epochs=1, step_every=1)
+SMOKE_GRAY = TrainConfig(epochs=2, lr=0.05, step_every=2)
 register(Profile(
     name="smoke", arch="smallcnn", roles={"mnist": OFFLINE_ROLES["mnist"]},
     defenses=("vanilla",),
     attacks={"knockoff": {"budget": 3000, "epochs": 5}, "jbda": {"rounds": 4, "epochs_per_round": 5}},
     train={"mnist": SMOKE_GRAY}, train_size=10_000, test_size=5000, query_size=10_000, ood_size=5000,
     val_size=1000,
-    deviations=("a seconds-scale slice: 10,000 MNIST training images, 1 epoch, 5,000 test images",
+    deviations=("a seconds-scale slice: 10,000 MNIST training images, 2 epochs at lr 0.05 "
+                "(lr 0.1 diverges in so few steps), 5,000 test images",
                 "architecture: small CNN instead of ResNet-18",
                 "KnockoffNets: 3,000 queries, 5 clone epochs; JBDA: 4 rounds of 5 epochs"),
 ))
 
-CI_GRAY = TrainConfig(epochs=1, step_every=1)
+CI_GRAY = TrainConfig(epochs=1, lr=0.05, step_every=1)
 register(Profile(
     name="ci", arch="smallcnn", roles=OFFLINE_ROLES,
     defenses=("vanilla", "mad", "dcp"),
     attacks={"knockoff": {"budget": 2000, "epochs": 4}, "jbda": {"rounds": 3, "epochs_per_round": 5}},
     train={"mnist": CI_GRAY, "fashionmnist": CI_GRAY}, train_size=8000, test_size=2000,
     query_size=4000, ood_size=2000, val_size=1000,
-    deviations=("regression-check slice: 8,000 training images, 1 epoch, 2,000 test images",
+    deviations=("regression-check slice: 8,000 training images, 1 epoch at lr 0.05, 2,000 test images",
                 "architecture: small CNN instead of ResNet-18",
                 "KnockoffNets: 2,000 queries, 4 epochs; JBDA: 3 rounds of 5 epochs"),
 ))

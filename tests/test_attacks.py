@@ -1,0 +1,72 @@
+import pytest
+import torch
+
+from attacks import AttackContext, get_attack, list_attacks
+from bench.oracle import Oracle
+
+
+class LinearVictim(torch.nn.Module):
+    """Stand-in victim on generated 1x8x8 inputs."""
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = torch.nn.Linear(64, 10)
+
+    def forward(self, x):
+        return torch.softmax(self.lin(x.flatten(1)), 1)
+
+
+def ctx(**kw):
+    g = torch.Generator().manual_seed(1)
+    return AttackContext(clone_arch="smallcnn", num_classes=10, in_channels=1, input_size=8,
+                         query_set=torch.randn(400, 1, 8, 8, generator=g),
+                         seed_set=torch.randn(100, 1, 8, 8, generator=g), progress=False,
+                         arch_params={"width": 4, "hidden": 16}, **kw)
+
+
+@pytest.mark.parametrize("rounds,seed_size", [(1, 10), (3, 10), (4, 6)])
+@pytest.mark.parametrize("label", ["soft", "hard"])
+def test_jbda_set_doubles_and_query_count(rounds, seed_size, label):
+    att = get_attack("jbda", rounds=rounds, seed_size=seed_size, epochs_per_round=1)
+    assert att.budget() == seed_size * (2 ** rounds - 1)
+    oracle = Oracle(LinearVictim(), att.budget(), label)
+    att.run(oracle, ctx())
+    assert oracle.queries_used == seed_size * (2 ** rounds - 1)
+    assert att.final_set_size == seed_size * 2 ** rounds
+
+
+def test_jbda_paper_default_counts():
+    att = get_attack("jbda")
+    assert att.budget() == 9450
+
+
+def test_jbda_more_rounds_than_budget():
+    with pytest.raises(ValueError, match="more than the budget"):
+        get_attack("jbda", rounds=6, max_queries=1000)
+
+
+@pytest.mark.parametrize("label", ["soft", "hard"])
+def test_knockoff_uses_exact_budget(label):
+    att = get_attack("knockoff", budget=150, epochs=1)
+    oracle = Oracle(LinearVictim(), att.budget(), label)
+    clone = att.run(oracle, ctx())
+    assert oracle.queries_used == 150
+    assert clone(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5])
+def test_knockoff_bad_budget(bad):
+    with pytest.raises(ValueError, match="positive integer"):
+        get_attack("knockoff", budget=bad)
+
+
+def test_knockoff_budget_larger_than_pool():
+    att = get_attack("knockoff", budget=1000, epochs=1)
+    with pytest.raises(ValueError, match="exceeds the query set"):
+        att.run(Oracle(LinearVictim(), 1000), ctx())
+
+
+def test_every_attack_has_paper_defaults():
+    for name in list_attacks():
+        att = get_attack(name)
+        assert att.budget() > 0

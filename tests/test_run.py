@@ -1,0 +1,63 @@
+"""The matrix runner on a seconds-scale slice of real MNIST."""
+import json
+from dataclasses import replace
+
+import pytest
+
+from bench import run as runner
+
+
+def _metrics(records):
+    return [(r.dataset, r.defense, r.attack, r.label, r.benign_acc, r.clone_acc, r.fidelity, r.queries_used)
+            for r in records]
+
+
+def test_knockoff_clone_beats_chance_and_reruns_are_cached(real_root, tiny_profile, tmp_path, monkeypatch):
+    p = replace(tiny_profile, attacks={"knockoff": {"budget": 2000, "epochs": 8}}, labels=("soft",))
+    recs = runner.run_matrix(p, tmp_path / "a", data_root=real_root, progress=False)
+    assert all(r.status == "ok" for r in recs), [r.error for r in recs]
+    (r,) = recs
+    assert r.benign_acc > 80 and r.clone_acc > 40  # chance is 10%
+    assert r.queries_used == 2000 and abs(r.relative - r.clone_acc / r.benign_acc) < 1e-9
+    assert r.provenance["git_commit"] and r.wall_time_s > 0
+    # a cached re-run trains and attacks nothing
+    import defenses.vanilla
+    monkeypatch.setattr(defenses.vanilla.Vanilla, "fit", lambda *a: pytest.fail("victim retrained"))
+    monkeypatch.setattr(runner, "run_cell", lambda *a, **k: pytest.fail("cell recomputed"))
+    again = runner.run_matrix(p, tmp_path / "a", data_root=real_root, progress=False)
+    assert _metrics(again) == _metrics(recs)
+
+
+def test_same_seed_same_numbers(real_root, tiny_profile, tmp_path):
+    a = runner.run_matrix(tiny_profile, tmp_path / "a", data_root=real_root, progress=False)
+    b = runner.run_matrix(tiny_profile, tmp_path / "b", data_root=real_root, progress=False)
+    assert all(r.status == "ok" for r in a)
+    assert _metrics(a) == _metrics(b)
+    assert {r.attack for r in a} == {"knockoff", "jbda"} and {r.label for r in a} == {"soft", "hard"}
+    table = (tmp_path / "a" / "table.md").read_text()
+    assert "KnockoffNets" in table and "JBDA" in table
+
+
+def test_interrupted_victim_resumes(real_root, tiny_profile, tmp_path):
+    p = replace(tiny_profile, attacks={"knockoff": {"budget": 100, "epochs": 1}}, labels=("hard",))
+    runner.run_matrix(p, tmp_path, data_root=real_root, progress=False)
+    cells = list((tmp_path / "records" / "cells").glob("*.json"))
+    cells[0].unlink()  # as if stopped before the cell's record was written
+    again = runner.run_matrix(p, tmp_path, data_root=real_root, progress=False)
+    assert again[0].status == "ok" and len(list((tmp_path / "records" / "cells").glob("*.json"))) == 1
+
+
+def test_cli_bad_inputs(capsys):
+    assert runner.main(["--matrix", "smok"]) == 2
+    assert "Did you mean 'smoke'" in capsys.readouterr().err
+    assert runner.main(["--defenses", "vanila"]) == 2
+    assert "'vanilla'" in capsys.readouterr().err
+    assert runner.main(["--datasets", "cifar10"]) == 2
+    assert runner.main(["--labels", "logits"]) == 2
+    assert runner.main(["--seeds", "a,b"]) == 2
+
+
+def test_dry_run_lists_cells(capsys, tmp_path):
+    assert runner.main(["--matrix", "smoke", "--dry-run", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 4 and all(line.startswith("to run") for line in out)
