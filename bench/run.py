@@ -230,8 +230,8 @@ def run_cell(profile, dataset, defense_name, attack_name, label, seed, out, data
         rec.queries_used, rec.budget = oracle.queries_used, oracle.budget
         rec.curve = {str(b): accuracy(predict(c, test.x, device).argmax(1), test.y)
                      for b, c in getattr(attack, "curve", {}).items()}
-    except KeyboardInterrupt:
-        raise
+    except (KeyboardInterrupt, CorruptFileError, D.DataMissingError):
+        raise  # the user must act: never record these as a failed cell
     except Exception as e:  # isolate the failure in this cell's record
         rec.status, rec.error, rec.traceback = "failed", f"{type(e).__name__}: {e}", traceback.format_exc()
     rec.provenance = provenance(device)
@@ -265,7 +265,7 @@ def _victim_worker(profile, vic, out, data_root, device, progress, threads):
     try:
         build_victim(profile, ds, df, sd, out, data_root, device, progress)
         return None
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, CorruptFileError, D.DataMissingError):
         raise
     except Exception as e:  # the victim's cells record the error when they run
         return f"{ds}/{df}/s{sd}: {type(e).__name__}: {e}"
@@ -428,17 +428,70 @@ def main(argv=None) -> int:
         return 0
     t0 = time.time()
     try:
-        records = run_matrix(profile, out, jobs=a.jobs, data_root=a.data_root, device=a.device,
-                             progress=not a.no_progress, retry_failed=a.retry_failed,
-                             backend=a.backend, scheduler=a.scheduler)
-    except (D.DataMissingError, CorruptFileError) as e:
+        check_writable(out)
+        check_data_root(a.data_root)
+        with results_lock(out):
+            records = run_matrix(profile, out, jobs=a.jobs, data_root=a.data_root, device=a.device,
+                                 progress=not a.no_progress, retry_failed=a.retry_failed,
+                                 backend=a.backend, scheduler=a.scheduler)
+    except (UsageError, D.DataMissingError, CorruptFileError) as e:
         return _usage(str(e))
+    except KeyboardInterrupt:
+        print("interrupted: finished cells are saved; run the same command to resume", file=sys.stderr)
+        return 130
     failed = [r for r in records if r.status != "ok"]
     print((Path(out) / "table.md").read_text())
     print(f"{len(records)} cells, {len(failed)} failed, {time.time() - t0:.1f} s")
     for r in failed:
         print(f"FAILED {r.dataset}/{r.defense}/{r.attack}/{r.label}/s{r.seed}: {r.error}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def check_writable(out: Path) -> None:
+    probe = Path(out)
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK):
+        raise UsageError(f"results directory {out} is not writable ({probe} is read-only)")
+
+
+def check_data_root(root) -> None:
+    r = D.data_root(root)
+    if root is not None and not r.is_dir():
+        raise UsageError(f"data root {r} does not exist; pass an existing folder to --data-root "
+                         "(e.g. ../shared/data) or set $STEALBENCH_DATA")
+
+
+class results_lock:
+    """One run per results folder at a time: a second run exits instead of racing."""
+
+    def __init__(self, out):
+        self.path = Path(out) / ".lock"
+
+    def __enter__(self):
+        import fcntl
+        import signal
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.f = open(self.path, "w")
+        try:
+            fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.f.close()
+            raise UsageError(f"another run is using {self.path.parent} (lock {self.path}); "
+                             "wait for it or use another --out") from None
+        # SIGTERM behaves like Ctrl-C: the cell in progress is dropped, finished ones stay
+        self.old = signal.signal(signal.SIGTERM, _raise_interrupt)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+        signal.signal(signal.SIGTERM, self.old)
+        self.f.close()
+        return False
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _usage(msg: str) -> int:
