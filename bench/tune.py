@@ -4,6 +4,7 @@ A tunable defense class declares ``tune_knob`` (a serving knob, e.g. "eps"), ``t
 (candidate values) and ``tune_strongest`` ("high" or "low": which end defends most).
 ``tune`` tries the grid from the strongest end and keeps the first value whose benign
 accuracy on a held-out split is within ``tolerance`` points of ``reference_acc``.
+A class without ``tune_grid`` gets DEFAULT_GRID_POINTS evenly spaced over the knob's range.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 
 from .train import accuracy
 
+DEFAULT_GRID_POINTS = 21
 SLACK = 1e-4  # points; accuracy() is a float32 mean, so 95% can come back as 94.99999
 
 
@@ -27,7 +29,8 @@ def tune_spec(defense) -> tuple[str, list, str]:
         raise ValueError(f"{cls.__name__}.tune_strongest must be 'high' or 'low', got {strongest!r}")
     grid = list(getattr(cls, "tune_grid", ()) or ())
     if not grid:
-        raise ValueError(f"{cls.__name__} declares tune_knob={knob!r} but an empty tune_grid")
+        lo, hi = defense.knobs[knob]
+        grid = torch.linspace(lo, hi, DEFAULT_GRID_POINTS, dtype=torch.float64).tolist()
     return knob, sorted(grid, reverse=strongest == "high"), strongest
 
 
@@ -60,7 +63,8 @@ def tune(defense, x_val: torch.Tensor, y_val: torch.Tensor, reference_acc: float
          device="cpu", batch_size: int = 512) -> dict:
     """Set the strongest knob value whose benign accuracy is >= reference_acc - tolerance.
 
-    Returns {"knob", "value", "accuracy", "met", "tolerance", "trace": [(value, acc), ...]}, the
+    Returns {"knob", "value", "accuracy", "met", "tolerance", "strongest", "grid",
+    "trace": [(value, acc), ...]}, the
     trace in evaluation order (strongest first, stopping at the chosen value). When no value
     qualifies, the weakest one is kept and ``met`` is False.
     """
@@ -72,10 +76,10 @@ def tune(defense, x_val: torch.Tensor, y_val: torch.Tensor, reference_acc: float
         acc = score()
         trace.append((value, acc))
         if acc >= reference_acc - tolerance - SLACK:
-            return _record(knob, value, acc, True, tolerance, strongest, trace)
-    return _record(knob, grid[-1], trace[-1][1], False, tolerance, strongest, trace)
+            return _record(knob, value, acc, True, tolerance, strongest, grid, trace)
+    return _record(knob, grid[-1], trace[-1][1], False, tolerance, strongest, grid, trace)
 
 
-def _record(knob, value, acc, met, tolerance, strongest, trace) -> dict:
+def _record(knob, value, acc, met, tolerance, strongest, grid, trace) -> dict:
     return {"knob": knob, "value": value, "accuracy": acc, "met": met, "tolerance": tolerance,
-            "strongest": strongest, "trace": trace}
+            "strongest": strongest, "grid": grid, "trace": trace}

@@ -108,3 +108,15 @@ def test_untunable_defense_is_rejected(victim):
     ctx, x = victim
     with pytest.raises(ValueError, match="tune_knob"):
         tune(build("vanilla", ctx), x, torch.zeros(len(x), dtype=torch.long), reference_acc=0.0)
+
+
+class NoGrid(FlipSome):
+    tune_grid = ()
+
+
+def test_missing_grid_falls_back_to_the_knob_range(victim):
+    ctx, x = victim
+    d = build(NoGrid, ctx)
+    res = tune(d, x, labels_of(d, x), reference_acc=100.0, tolerance=0.5)
+    assert len(res["grid"]) == 21 and res["grid"][0] == 1.0 and res["grid"][-1] == 0.0
+    assert res["value"] == pytest.approx(0.0) and res["met"]
