@@ -44,6 +44,7 @@ class Profile:
     defense_params: dict = field(default_factory=dict)   # defense -> params
     extra_defenses: dict = field(default_factory=dict)   # dataset -> extra defenses (ablations)
     arch_params: dict = field(default_factory=dict)
+    export: tuple = ()                    # defenses whose trained victims are exported (bench.export)
     deviations: tuple = ()
 
     def defenses_for(self, dataset: str) -> tuple:

@@ -168,6 +168,10 @@ def build_victim(profile, dataset, defense_name, seed, out, data_root=None, devi
         data_roles=roles_record(profile, dataset), train_config=asdict(profile.train[dataset]),
         provenance=provenance(device), wall_time_s=time.time() - t0)
     R.save(path, rec)
+    if defense_name in profile.export:
+        from .export import export_victim
+        export_victim(defense, ctx, Path(out) / "victims" / "export" / f"{dataset}-{defense_name}-s{seed}",
+                      dataset, {"benign_acc": rec.benign_acc, "git_commit": rec.provenance["git_commit"]})
     return defense, rec
 
 
