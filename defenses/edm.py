@@ -1,0 +1,127 @@
+"""EDM: Ensemble of Diverse Models (Kariyappa, Prakash & Qureshi, ICLR 2021).
+
+N members (``n_members`` = 5) of the victim's architecture are trained jointly:
+sum of the members' CE on ID + lambda_D x the diversity term on OOD, the batch mean of the
+log-sum-exp over member pairs of the cosine similarity of their softmax outputs (a smooth
+maximum of the pairwise "coherence"). A small hash network (models.HashNet) trained with CE
+on the hash set picks the member that answers each query:
+index = (m * argmax + floor((M * maxprob - 1) * m / (M - 1))) mod N, M = 10, m = 2,
+from the hash net's prediction. Selection is deterministic (eval mode, no randomness).
+
+lambda_D (unpublished; default 1.0) was chosen as follows. With N = 5 members there are 10
+pairs and cosines of probability vectors lie in [0, 1], so the diversity term lies in
+[log 10, log 10 + 1]: its whole range is one nat, and its gradient is bounded, while the CE
+sum starts near N log K = 11.5 nats and must reach ~0 on ID data. At lambda_D = 1 the OOD term
+is of the same order as a single member's CE. The value that ran
+is recorded in ``fit_log["lambda_d"]``.
+
+Serving (``serve``, not part of the training cache key): ``"batched"`` runs all N members on
+the batch and gathers each query's answer (the paper's Table 4 cost nM_f + M_h);
+``"routed"`` groups the queries by member index and runs each member only on its own
+queries (M_f + M_h per query). Both return the same probabilities.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from bench.train import fit, train_classifier
+from defenses.base import Defense, register_defense
+
+SERVE_MODES = ("batched", "routed")
+
+
+def diversity(probs: torch.Tensor) -> torch.Tensor:
+    """Batch mean of logsumexp over pairs i < j of cos(p_i, p_j); probs is (N, B, K)."""
+    unit = F.normalize(probs, dim=2)
+    cos = torch.einsum("ibk,jbk->bij", unit, unit)
+    i, j = torch.triu_indices(probs.shape[0], probs.shape[0], offset=1)
+    return torch.logsumexp(cos[:, i, j], dim=1).mean()
+
+
+def member_index(hash_probs: torch.Tensor, n_members: int, M: int = 10, m: int = 2) -> torch.Tensor:
+    """(m * argmax + floor((M * maxprob - 1) * m / (M - 1))) mod N, per query."""
+    top, arg = hash_probs.max(1)
+    return (m * arg + torch.floor((M * top - 1) * m / (M - 1)).long()) % n_members
+
+
+@register_defense("edm")
+class EDM(Defense):
+    label = "EDM"
+    defaults = {"n_members": 5, "lambda_d": 1.0, "hash_M": 10, "hash_m": 2, "serve": "batched"}
+
+    def _check_params(self):
+        super()._check_params()
+        p = self.params
+        if p["serve"] not in SERVE_MODES:
+            raise ValueError(f"edm: serve={p['serve']!r}; accepted: {list(SERVE_MODES)}")
+        if not isinstance(p["n_members"], int) or p["n_members"] < 1:
+            raise ValueError(f"edm: n_members must be a positive int, got {p['n_members']!r}")
+
+    def train_params(self) -> dict:
+        return {k: v for k, v in super().train_params().items() if k != "serve"}
+
+    def _build(self, ctx):
+        self.nets["members"] = nn.ModuleList(ctx.new_model() for _ in range(self.params["n_members"]))
+        n_hash = ctx.hash_set.num_classes if ctx.hash_set is not None else ctx.num_classes
+        self.nets["hash"] = ctx.new_model("hashnet", num_classes=n_hash)
+
+    def fit(self, ctx):
+        log = self.fit_members(ctx)
+        hash_data = ctx.hash_set if ctx.hash_set is not None else ctx.id_train
+        train_classifier(self.nets["hash"], ctx, desc="edm-hash", data=hash_data)
+        self.eval()
+        self.fit_log = {"lambda_d": self.params["lambda_d"], "n_members": self.params["n_members"],
+                        "hash_M": self.params["hash_M"], "hash_m": self.params["hash_m"],
+                        "hash_set": hash_data.name, "epoch_losses": log,
+                        "member_share_id": self.member_share(ctx.id_train.x[:2048])}
+        if ctx.ood_train is not None:
+            self.fit_log["member_share_ood"] = self.member_share(ctx.ood_train.x[:2048])
+
+    def fit_members(self, ctx) -> dict:
+        """Joint training of the members; returns the per-epoch mean CE sum and diversity."""
+        members, lam = self.nets["members"], self.params["lambda_d"]
+        n_steps = -(-len(ctx.id_train) // ctx.train.batch_size)
+        sums, log = {"ce": 0.0, "div": 0.0, "k": 0}, {"ce": [], "div": []}
+
+        def step(x, y, xo):
+            z = torch.stack([m(torch.cat([x, xo])) for m in members])  # (N, 2B, K)
+            ce = sum(F.cross_entropy(zi[:len(x)], y) for zi in z)
+            div = diversity(torch.softmax(z[:, len(x):], 2))
+            sums["ce"] += ce.item()
+            sums["div"] += div.item()
+            sums["k"] += 1
+            if sums["k"] == n_steps:
+                log["ce"].append(sums["ce"] / n_steps)
+                log["div"].append(sums["div"] / n_steps)
+                sums.update(ce=0.0, div=0.0, k=0)
+            return ce + lam * div
+
+        fit(members.parameters(), ctx, step, desc="edm-members", modules=list(members), with_ood=True)
+        members.eval()
+        return log
+
+    @torch.no_grad()
+    def member_share(self, x: torch.Tensor) -> list[float]:
+        dev = next(self.nets["hash"].parameters()).device
+        idx = torch.cat([self.route(x[i:i + 512].to(dev)).cpu() for i in range(0, len(x), 512)])
+        counts = torch.bincount(idx, minlength=self.params["n_members"])
+        return [round(c / max(len(idx), 1), 4) for c in counts.tolist()]
+
+    def route(self, x: torch.Tensor) -> torch.Tensor:
+        """Member index per query, from the hash network."""
+        p = self.params
+        return member_index(torch.softmax(self.nets["hash"](x), 1), p["n_members"], p["hash_M"], p["hash_m"])
+
+    def _proba(self, x):
+        idx = self.route(x)
+        members = self.nets["members"]
+        if self.params["serve"] == "batched":
+            probs = torch.stack([torch.softmax(m(x), 1) for m in members])  # (N, B, K)
+            return probs[idx, torch.arange(len(x), device=x.device)]
+        out = x.new_empty(len(x), self.num_classes)
+        for k in idx.unique().tolist():
+            sel = idx == k
+            out[sel] = torch.softmax(members[k](x[sel]), 1)
+        return out
