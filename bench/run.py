@@ -316,11 +316,14 @@ def _map(fn, profile, items, jobs, args, backend, scheduler):
     return Parallel(n_jobs=jobs)(delayed(fn)(profile, it, *args) for it in items)
 
 
-def select(profile: Profile, datasets=None, defenses=None, attacks=None, labels=None, seeds=None) -> Profile:
+def select(profile: Profile, datasets=None, defenses=None, attacks=None, labels=None, seeds=None,
+           budget=None, jbda_rounds=None) -> Profile:
     """Restrict a profile to the given names, checking each against what exists."""
-    from attacks import list_attacks
+    from attacks import get_attack, list_attacks
     from defenses import get_defense
     kw = {}
+    if budget is not None or jbda_rounds is not None:
+        profile = with_filters(profile, attacks=override_attacks(profile.attacks, budget, jbda_rounds))
     if datasets:
         for d in datasets:
             if d not in profile.roles:
@@ -338,6 +341,11 @@ def select(profile: Profile, datasets=None, defenses=None, attacks=None, labels=
             if a not in list_attacks():
                 raise UsageError(_unknown("attack", a, list_attacks()))
         kw["attacks"] = {a: profile.attacks.get(a, {}) for a in attacks}
+    for a, params in kw.get("attacks", profile.attacks).items():
+        try:
+            get_attack(a, **params)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
     if labels:
         for lb in labels:
             if lb not in ("soft", "hard"):
@@ -346,6 +354,26 @@ def select(profile: Profile, datasets=None, defenses=None, attacks=None, labels=
     if seeds:
         kw["seeds"] = tuple(seeds)
     return with_filters(profile, **kw)
+
+
+def override_attacks(attacks: dict, budget=None, jbda_rounds=None) -> dict:
+    """--budget sets KnockoffNets' budget and caps JBDA's queries; --jbda-rounds sets JBDA's rounds."""
+    if budget is not None and (not isinstance(budget, int) or budget <= 0):
+        raise UsageError(f"--budget must be a positive integer, got {budget!r}")
+    if jbda_rounds is not None and jbda_rounds < 1:
+        raise UsageError(f"--jbda-rounds must be >= 1, got {jbda_rounds}")
+    out = {}
+    for name, params in attacks.items():
+        params = dict(params)
+        if name == "knockoff" and budget is not None:
+            params["budget"] = budget
+        if name == "jbda":
+            if budget is not None:
+                params["max_queries"] = budget
+            if jbda_rounds is not None:
+                params["rounds"] = jbda_rounds
+        out[name] = params
+    return out
 
 
 def _unknown(what, name, valid, where="") -> str:
@@ -393,6 +421,8 @@ def parse_args(argv=None):
     p.add_argument("--attacks", help="comma-separated attacks: knockoff,jbda")
     p.add_argument("--labels", help="comma-separated label modes: soft,hard")
     p.add_argument("--seeds", help="comma-separated integer seeds (default: the profile's)")
+    p.add_argument("--budget", type=int, help="query budget: KnockoffNets' budget and JBDA's cap")
+    p.add_argument("--jbda-rounds", type=int, help="JBDA augmentation rounds (queries: seeds x (2^rounds - 1))")
     p.add_argument("--jobs", type=int, default=1, help="parallel workers (joblib processes)")
     p.add_argument("--backend", default="local", choices=["local", "dask"],
                    help="local processes (default) or a Dask cluster")
@@ -420,7 +450,7 @@ def main(argv=None) -> int:
         return _usage(f"--jobs must be >= 1, got {a.jobs}")
     try:
         profile = select(get_profile(a.matrix), _csv(a.datasets), _csv(a.defenses), _csv(a.attacks),
-                         _csv(a.labels), seeds)
+                         _csv(a.labels), seeds, a.budget, a.jbda_rounds)
     except (UsageError, ValueError) as e:
         return _usage(str(e))
     out = Path(a.out or Path("results") / profile.name)
