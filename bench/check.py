@@ -145,9 +145,11 @@ def load_baseline(path: Path, profile: str) -> dict:
     return b
 
 
-def new_baseline(profile: str, current: dict, records, old: dict | None) -> dict:
-    commits = sorted({r.provenance.get("git_commit") for r in records
-                      if r.provenance.get("git_commit")}) or [git_commit()]
+def new_baseline(profile: str, current: dict, records, old: dict | None, commit: str) -> dict:
+    """``commit``: HEAD when the run started (the code Python imported); records written later
+    may name later commits when the working tree changed during the run: listed apart."""
+    later = sorted({r.provenance.get("git_commit") for r in records
+                    if r.provenance.get("git_commit")} - {commit})
     prov = next((r.provenance for r in records if r.provenance), {})
     cells = {}
     for cell, metrics in sorted(current.items()):
@@ -155,7 +157,8 @@ def new_baseline(profile: str, current: dict, records, old: dict | None) -> dict
         if old and "tolerance" in old.get("cells", {}).get(cell, {}):
             entry["tolerance"] = old["cells"][cell]["tolerance"]
         cells[cell] = entry
-    return {"schema": SCHEMA, "profile": profile, "commit": ", ".join(commits),
+    return {"schema": SCHEMA, "profile": profile, "commit": commit,
+            "record_commits_other": later,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "device": prov.get("device"), "versions": prov.get("versions"),
             "note": "Written by `python -m bench.check --update`. A cell may carry its own "
@@ -240,6 +243,7 @@ def _main(a) -> int:
         raise BadInput(f"{a.out} already holds records/ (cached cells would not be re-run); "
                        "give an empty or new folder")
     run_dir = a.out or Path(tempfile.mkdtemp(prefix="stealbench-check-"))
+    commit = git_commit()
     try:
         cells, victims = run(a.profile, run_dir, data_root(a.data_root), a.jobs, a.progress)
     except (ValueError, OSError) as e:
@@ -255,7 +259,7 @@ def _main(a) -> int:
               "(fix them, or pass --allow-failed to record them as null)", file=sys.stderr)
         code = 1
     elif a.update:
-        base = new_baseline(a.profile, current, cells + victims, old)
+        base = new_baseline(a.profile, current, cells + victims, old, commit)
         write_json(a.baseline, base)
         publish(run_dir, a.baseline.parent, a.profile)
         print(f"wrote {a.baseline}: {len(base['cells'])} cells from commit {base['commit']}"

@@ -35,6 +35,7 @@ def matrix(monkeypatch):
     monkeypatch.setattr(check, "_run_matrix", fake_run_matrix)
     monkeypatch.setattr(check, "_get_profile", fake_profile)
     monkeypatch.setattr(check, "publish", lambda *a: None)   # rendering has its own tests
+    monkeypatch.setattr(check, "git_commit", lambda: "start123")
     return state
 
 
@@ -50,7 +51,8 @@ def baselined(matrix, tmp_path):
 
 def test_update_writes_baseline_with_commit(baselined, tmp_path):
     b = json.loads((tmp_path / "ci" / "baseline.json").read_text())
-    assert b["profile"] == "ci" and b["commit"] == "abc123"
+    assert b["profile"] == "ci" and b["commit"] == "start123"      # HEAD when the run began
+    assert b["record_commits_other"] == ["abc123"]                  # what the records say
     assert b["cells"]["mnist/vanilla/knockoff/soft/0"] == {"clone_acc": 90.0}
     assert b["cells"]["mnist/mad/victim/-/0"] == {"benign_acc": 97.0}
     assert len(b["cells"]) == 5
