@@ -40,6 +40,8 @@ class OutlierExposure(Defense):
         self.nets["model"] = ctx.new_model()
 
     def fit(self, ctx):
+        if ctx.ood_train is None:
+            raise ValueError(f"{self.name} needs an OOD training set (ctx.ood_train)")
         m, w = self.nets["model"], self.params["oe_weight"]
 
         def step(x, y, xo):

@@ -64,23 +64,25 @@ class EDM(Defense):
 
     def _build(self, ctx):
         self.nets["members"] = nn.ModuleList(ctx.new_model() for _ in range(self.params["n_members"]))
-        n_hash = ctx.hash_set.num_classes if ctx.hash_set is not None else ctx.num_classes
-        self.nets["hash"] = ctx.new_model("hashnet", num_classes=n_hash)
+        if ctx.hash_set is None:
+            raise ValueError("edm needs a hash set (ctx.hash_set) to train its hash network")
+        self.nets["hash"] = ctx.new_model("hashnet", num_classes=ctx.hash_set.num_classes)
 
     def fit(self, ctx):
         log = self.fit_members(ctx)
-        hash_data = ctx.hash_set if ctx.hash_set is not None else ctx.id_train
-        train_classifier(self.nets["hash"], ctx, desc="edm-hash", data=hash_data)
+        train_classifier(self.nets["hash"], ctx, desc="edm-hash", data=ctx.hash_set)
         self.eval()
         self.fit_log = {"lambda_d": self.params["lambda_d"], "n_members": self.params["n_members"],
                         "hash_M": self.params["hash_M"], "hash_m": self.params["hash_m"],
-                        "hash_set": hash_data.name, "epoch_losses": log,
+                        "hash_set": ctx.hash_set.name, "epoch_losses": log,
                         "member_share_id": self.member_share(ctx.id_train.x[:2048])}
         if ctx.ood_train is not None:
             self.fit_log["member_share_ood"] = self.member_share(ctx.ood_train.x[:2048])
 
     def fit_members(self, ctx) -> dict:
         """Joint training of the members; returns the per-epoch mean CE sum and diversity."""
+        if ctx.ood_train is None:
+            raise ValueError(f"{self.name} needs an OOD training set (ctx.ood_train)")
         members, lam = self.nets["members"], self.params["lambda_d"]
         n_steps = -(-len(ctx.id_train) // ctx.train.batch_size)
         sums, log = {"ce": 0.0, "div": 0.0, "k": 0}, {"ce": [], "div": []}

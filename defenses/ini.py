@@ -157,6 +157,8 @@ class InI(Defense):
             return Surrogate(ctx.new_model())
 
     def fit(self, ctx):
+        if ctx.ood_train is None:
+            raise ValueError(f"{self.name} needs an OOD training set (ctx.ood_train)")
         v, p = self.nets["model"], self.params
         sur = self.aux["surrogate"] = self.make_surrogate(ctx)
         cfg = ctx.train.replace(lr=p["lr"], momentum=p["momentum"], weight_decay=p["weight_decay"])
@@ -191,7 +193,7 @@ class InI(Defense):
                     cos_log[f"{a}|{b}"]["after"].append(round(after[ia, ib].item(), 6))
             if state["step"] % steps_per_epoch == 0:
                 for n in names:
-                    epoch_losses[n].append(sums[n] / steps_per_epoch)
+                    epoch_losses[n].append(float(sums[n]) / steps_per_epoch)
                     sums[n] = 0.0
             return None
 
@@ -206,33 +208,34 @@ class InI(Defense):
             self.fit_log["pcgrad_cosine_epochs"] = p["log_cosine_epochs"]
 
     def objective_grads(self, sur: Surrogate, v, params, x, y, xo):
-        """Objective values and flat weighted gradients w.r.t. V's parameters, in self.objectives order."""
+        """Objective values (detached) and flat weighted gradients w.r.t. V's parameters, in
+        self.objectives order."""
         p, need = self.params, set(self.objectives)
         zv = v(x)
         cot = {}   # objective -> (V output, weighted cotangent on it)
         values = {}
         if "ben" in need:
             loss = F.cross_entropy(zv, y)
-            values["ben"] = loss.item()
+            values["ben"] = loss.detach()
             cot["ben"] = (zv, torch.autograd.grad(loss, zv, retain_graph=True)[0])
         if "iso" in need:
             zc, cvjp = sur.vjp(x)
             val, dz = isolation(sur, x, y, zc, cvjp, zv, p["adv_loss"])
-            values["iso"] = val.item()
+            values["iso"] = val.detach()
             cot["iso"] = (zv, p["w_iso"] * dz)
         if need & {"ind", "gradnorm"}:
             zvo = v(xo)
             if "gradnorm" in need:
                 zco, cvjp_o = sur.vjp(xo)
                 val, dz = gradient_norm(sur, xo, zco, cvjp_o, zvo, p["ind_loss"])
-                values["gradnorm"] = val.item()
+                values["gradnorm"] = val.detach()
                 cot["gradnorm"] = (zvo, p["w_gradnorm"] * dz)
             else:
                 with torch.no_grad():
                     zco = sur.model(xo)
             if "ind" in need:
                 loss = (centred_l1 if p["ind_loss"] == "code" else kl_c_v)(zco.detach(), zvo)
-                values["ind"] = loss.item()
+                values["ind"] = loss.detach()
                 cot["ind"] = (zvo, p["w_ind"] * torch.autograd.grad(loss, zvo, retain_graph=True)[0])
         grads = []
         for i, name in enumerate(self.objectives):
