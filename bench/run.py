@@ -132,20 +132,19 @@ def build_victim(profile, dataset, defense_name, seed, out, data_root=None, devi
         key = unit_key(profile, dataset, seed, unit)
         keys.append(key)
         ckpt = Path(out) / "victims" / key / "state.pt"
-        if ckpt.exists():
-            unit.nets.load_state_dict(load_state(ckpt))
-            log_path = ckpt.with_name("fit_log.json")
-            if log_path.exists():
-                fit_logs[unit.name] = read_json(log_path)
-            continue
-        seed_everything(seed)
-        unit.fit(ctx)
-        save_state(ckpt, unit.nets.state_dict())
-        write_json(ckpt.with_name("spec.json"), {"unit": unit.name, "params": unit.train_params(),
-                                                 **base_config(profile, dataset, seed)})
-        if getattr(unit, "fit_log", None):
-            write_json(ckpt.with_name("fit_log.json"), unit.fit_log)
-            fit_logs[unit.name] = unit.fit_log
+        with file_lock(ckpt.with_name(".lock")):  # parallel workers train a shared unit once
+            if not ckpt.exists():
+                seed_everything(seed)
+                unit.fit(ctx)
+                save_state(ckpt, unit.nets.state_dict())
+                write_json(ckpt.with_name("spec.json"), {"unit": unit.name, "params": unit.train_params(),
+                                                         **base_config(profile, dataset, seed)})
+                if getattr(unit, "fit_log", None):
+                    write_json(ckpt.with_name("fit_log.json"), unit.fit_log)
+        unit.nets.load_state_dict(load_state(ckpt))
+        log_path = ckpt.with_name("fit_log.json")
+        if log_path.exists():
+            fit_logs[unit.name] = read_json(log_path)
     defense.eval()
     vkey = victim_key(profile, dataset, defense_name, seed)
     path = victim_record_path(out, dataset, defense_name, seed, vkey)
@@ -173,6 +172,24 @@ def build_victim(profile, dataset, defense_name, seed, out, data_root=None, devi
         export_victim(defense, ctx, Path(out) / "victims" / "export" / f"{dataset}-{defense_name}-s{seed}",
                       dataset, {"benign_acc": rec.benign_acc, "git_commit": rec.provenance["git_commit"]})
     return defense, rec
+
+
+class file_lock:
+    """Exclusive flock on a file, blocking (POSIX)."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def __enter__(self):
+        import fcntl
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.f = open(self.path, "w")
+        fcntl.flock(self.f, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+        return False
 
 
 def tune_knobs(profile, defense, roles, device) -> dict:
@@ -293,7 +310,7 @@ def run_matrix(profile, out=None, datasets=None, defenses=None, attacks=None, la
             todo.append(c)
     threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
     args = (out, data_root, device, progress and jobs == 1, threads)
-    victims = sorted({(c[0], c[1], c[4]) for c in todo})
+    victims = sorted({(c[0], c[1], c[4]) for c in todo}, key=lambda v: ("+" in v[1], v))
     for msg in _map(_victim_worker, profile, victims, jobs, args, backend, scheduler):
         if msg:
             print(f"victim failed: {msg}", file=sys.stderr)
