@@ -15,7 +15,6 @@ import argparse
 import csv
 import io
 import json
-import math
 import statistics
 import sys
 from collections import defaultdict
