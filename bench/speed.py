@@ -33,6 +33,7 @@ PAPER_FIG4_RATIO = {"vanilla": 1.0, "ini": 1.0, "mad": 25.4}
 PAPER_FIG4_MAD_S = 471.7
 PAPER_FIG4_FASTEST_OTHER = 1.98   # "other defenses 1.98x-25.4x"; not attributed in the text
 PAPER_B1 = {"vanilla": (155.7, 1.00), "am": (551.1, 3.54), "edm": (1353.5, 8.69), "ini": (1892.1, 12.15)}
+TRAIN_NOTE = "weights: random initialization, trained from scratch on random data (timing only)"
 TRAIN_DEFENSES = ("vanilla", "am", "edm", "ini")
 
 # Parameter values that select the paper's serving code or ours.
@@ -349,12 +350,12 @@ def _fmt_s(s: float | None) -> str:
     return f"{s * 1e3:.3g} ms" if s < 1 else f"{s:.3g} s"
 
 
-def header(title: str, rec: dict) -> list[str]:
+def header(title: str, rec: dict, note: str = WEIGHTS_NOTE) -> list[str]:
     p = rec["provenance"]
     return [f"# {title}", "",
             f"- device: {p['device']}; torch {p['versions']['torch']}, CUDA {p['versions']['cuda']}; "
             f"commit {p['git_commit']}",
-            f"- {WEIGHTS_NOTE}",
+            f"- {note}",
             f"- command: `{rec['command']}`; wall time {rec['wall_time_s']:.0f} s; "
             f"host load average at start {rec.get('load_avg', '?')} (other processes share the machine)", ""]
 
@@ -457,7 +458,7 @@ def render_figure4(rec: dict, path: Path) -> None:
 
 def render_tableB1(rec: dict) -> str:
     lines = header(f"Training cost (Table B.1): {rec['arch']}, {rec['epochs']} epoch(s) on "
-                   f"{rec['train_size']} random CIFAR-10-shaped images", rec)
+                   f"{rec['train_size']} random CIFAR-10-shaped images", rec, TRAIN_NOTE)
     lines += ["Each defense is built with random weights and every trained unit fitted "
               "(`for u in d.units(): u.fit(ctx)`); OOD and hash sets are random images of the same size.",
               "", "| defense | seconds | ratio to Vanilla | paper: 10 epochs, RTX 3080 (ratio) |",
@@ -558,7 +559,7 @@ def _main(argv=None) -> int:
             "threads": torch.get_num_threads(), "seed": args.seed, "load_avg": load_avg()}
     if args.train:
         rows = run_training(args, device, names)
-        rec = {**base, "kind": "speed-train", "epochs": args.epochs, "train_size": args.train_size,
+        rec = {**base, "weights": TRAIN_NOTE, "kind": "speed-train", "epochs": args.epochs, "train_size": args.train_size,
                "rows": rows, "wall_time_s": time.perf_counter() - t0}
         io.write_json(out / "train.json", rec)
         io.write_text(out / "tableB1.md", render_tableB1(rec))
