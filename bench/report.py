@@ -691,6 +691,13 @@ def main(argv=None) -> int:
     if not (a.profile or a.out or a.results):
         print("error: give --profile, --out or --results", file=sys.stderr)
         return 2
+    if a.profile:
+        from .profiles import get_profile
+        try:
+            get_profile(a.profile)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     out = Path(a.out or a.results or Path("results") / a.profile)
     results = Path(a.results or out)
     if not (results / "records").is_dir():

@@ -499,11 +499,14 @@ def main(argv=None) -> int:
 
 
 def check_writable(out: Path) -> None:
-    probe = Path(out)
-    while not probe.exists():
-        probe = probe.parent
-    if not os.access(probe, os.W_OK):
-        raise UsageError(f"results directory {out} is not writable ({probe} is read-only)")
+    """Fail early, in one line, when the results folder cannot be created or written."""
+    import tempfile
+    try:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".probe", suffix=".tmp"):
+            pass
+    except OSError as e:
+        raise UsageError(f"results directory {out} is not writable: {e.strerror or e}") from None
 
 
 def check_data_root(root) -> None:
