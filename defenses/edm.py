@@ -10,10 +10,15 @@ from the hash net's prediction. Selection is deterministic (eval mode, no random
 
 lambda_D (unpublished; default 1.0) was chosen as follows. With N = 5 members there are 10
 pairs and cosines of probability vectors lie in [0, 1], so the diversity term lies in
-[log 10, log 10 + 1]: its whole range is one nat, and its gradient is bounded, while the CE
-sum starts near N log K = 11.5 nats and must reach ~0 on ID data. At lambda_D = 1 the OOD term
-is of the same order as a single member's CE. The value that ran
-is recorded in ``fit_log["lambda_d"]``.
+[log 10, log 10 + 1]: its whole range is one nat and its gradient is bounded, while the CE sum
+starts near N log K = 11.5 nats. So lambda_D = 1 puts the OOD term on the scale of one member's
+CE. A check (one seed; 2,000 MNIST training images, 2,000 KMNIST-test images as OOD, smallcnn,
+5 epochs; members' accuracy on 1,000 MNIST test images, pairwise cosine on 2,000 other KMNIST
+images) gave, for lambda_D = 0 / 0.5 / 1 / 2.5: mean member accuracy 83.3 / 83.6 / 90.5 / 82.6 %
+(short, noisy runs: no trend), mean pairwise OOD cosine 0.51 / 0.28 / 0.10 / 0.04, and the
+diversity term on ID test images 3.16 / 3.14 / 3.21 / 3.13 (members still agree on ID).
+lambda_D = 1 removes most of the OOD agreement without a measurable cost on ID; larger values
+buy little more. The value that ran is recorded in ``fit_log["lambda_d"]``.
 
 Serving (``serve``, not part of the training cache key): ``"batched"`` runs all N members on
 the batch and gathers each query's answer (the paper's Table 4 cost nM_f + M_h);
@@ -88,9 +93,9 @@ class EDM(Defense):
         sums, log = {"ce": 0.0, "div": 0.0, "k": 0}, {"ce": [], "div": []}
 
         def step(x, y, xo):
-            z = torch.stack([m(torch.cat([x, xo])) for m in members])  # (N, 2B, K)
-            ce = sum(F.cross_entropy(zi[:len(x)], y) for zi in z)
-            div = diversity(torch.softmax(z[:, len(x):], 2))
+            # separate ID and OOD forwards: BN batch statistics of the CE term stay ID-only
+            ce = sum(F.cross_entropy(m(x), y) for m in members)
+            div = diversity(torch.stack([torch.softmax(m(xo), 1) for m in members]))
             sums["ce"] += ce.item()
             sums["div"] += div.item()
             sums["k"] += 1
