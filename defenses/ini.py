@@ -232,8 +232,11 @@ class InI(Defense):
             val, dz = isolation(sur, x, y, zc, cvjp, zv, p["adv_loss"])
             values["iso"] = val.detach()
             cot["iso"] = (zv, p["w_iso"] * dz)
-        if need & {"ind", "gradnorm"}:
+        # V sees the OOD batch in every variant, as in the official code: it feeds V's BN
+        # running statistics even when no OOD objective is trained (the L_iso-only ablation)
+        with torch.set_grad_enabled(bool(need & {"ind", "gradnorm"})):
             zvo = v(xo)
+        if need & {"ind", "gradnorm"}:
             if "gradnorm" in need:
                 zco, cvjp_o = sur.vjp(xo)
                 val, dz = gradient_norm(sur, xo, zco, cvjp_o, zvo, p["ind_loss"])

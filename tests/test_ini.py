@@ -161,21 +161,27 @@ def test_bad_parameters_rejected():
         get_defense("ini-iso", beta=1)
 
 
-@pytest.mark.parametrize("adv,ind", [("kl", "code"), ("softce", "paper")])
-def test_fast_matches_reference_implementation(adv, ind):
-    """Per-objective victim gradients: JVP-based path == the official code's double backward."""
+@pytest.mark.parametrize("name,adv,ind", [("ini", "kl", "code"), ("ini", "softce", "paper"),
+                                          ("ini-iso", "kl", "code"), ("ini-ind", "kl", "paper"),
+                                          ("ini-nogradnorm", "softce", "code")])
+def test_fast_matches_reference_implementation(name, adv, ind):
+    """Per-objective victim gradients and BN statistics: the JVP-based path == the official
+    code's double backward."""
     victim, clone, x, y = tiny_pair()
     xo = torch.randn(6, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     victim.train()
-    d = get_defense("ini", adv_loss=adv, ind_loss=ind)
+    v_ref_model = copy.deepcopy(victim)
+    d = get_defense(name, adv_loss=adv, ind_loss=ind)
     sur = Surrogate(clone)
-    params = list(victim.parameters())
-    v_fast, g_fast = d.objective_grads(sur, victim, params, x, y, xo)
-    v_ref, g_ref = d.objective_grads_reference(sur, victim, params, x, y, xo)
-    for name, a, b in zip(d.objectives, g_fast, g_ref):
-        assert torch.allclose(v_fast[name], v_ref[name], atol=1e-12), name
-        assert torch.allclose(a, b, atol=1e-10, rtol=1e-7), name
-        assert b.abs().max() > 0, name
+    v_fast, g_fast = d.objective_grads(sur, victim, list(victim.parameters()), x, y, xo)
+    v_ref, g_ref = d.objective_grads_reference(sur, v_ref_model, list(v_ref_model.parameters()), x, y, xo)
+    assert len(g_fast) == len(d.objectives)
+    for obj, a, b in zip(d.objectives, g_fast, g_ref):
+        assert torch.allclose(v_fast[obj], v_ref[obj], atol=1e-12), obj
+        assert torch.allclose(a, b, atol=1e-10, rtol=1e-7), obj
+        assert b.abs().max() > 0, obj
+    for k, t in v_ref_model.state_dict().items():  # both saw the OOD batch
+        assert torch.allclose(t.double(), victim.state_dict()[k].double()), k
     assert not any(p.requires_grad for p in clone.parameters())
 
 
