@@ -63,7 +63,7 @@ class AdaptiveMisinformation(PostProcessor):
     knobs = {"tau": (0.0, 1.0), "nu": (0.0, 1e6)}
     tune_knob = "tau"
     tune_strongest = "high"   # a higher tau sends more queries to the misinformation model
-    tune_grid = (0.0, 0.5, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999, 1.0)
+    tune_grid = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999, 1.0)
     defaults = {"tau": 0.99, "nu": 10000.0}
 
     def _build(self, ctx):
