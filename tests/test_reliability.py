@@ -69,8 +69,8 @@ SCRIPT = textwrap.dedent("""
     from dataclasses import replace
     from bench.profiles import PROFILES, get_profile
     from bench.train import TrainConfig
-    PROFILES["tiny"] = replace(get_profile("smoke"), name="tiny", train_size=3000, test_size=500,
-        query_size=2000, ood_size=500, val_size=200, train={"mnist": TrainConfig(epochs=2, lr=0.05, step_every=2)},
+    PROFILES["tiny"] = replace(get_profile("smoke"), name="tiny", train_size=1000, test_size=500,
+        query_size=1000, ood_size=500, val_size=200, train={"mnist": TrainConfig(epochs=1, lr=0.05, step_every=1)},
         attacks={"knockoff": {"budget": 300, "epochs": 2}, "jbda": {"seed_size": 20, "rounds": 3, "epochs_per_round": 3}})
     from bench.run import main
     sys.exit(main(sys.argv[1:]))
