@@ -99,7 +99,7 @@ CPU_GRAY = TrainConfig(epochs=3, step_every=2)
 register(Profile(
     name="cpu", arch="smallcnn", roles=OFFLINE_ROLES,
     defenses=PAPER_DEFENSES + ("dcp",),
-    attacks={"knockoff": {"budget": 5000, "epochs": 10}, "jbda": {"rounds": 6, "epochs_per_round": 5}},
+    attacks={"knockoff": {"budget": 3000, "epochs": 8}, "jbda": {"rounds": 6, "epochs_per_round": 3}},
     train={"mnist": CPU_GRAY, "fashionmnist": CPU_GRAY}, train_size=20_000, val_size=2000,
     tune=True, extra_defenses={"fashionmnist": ABLATIONS}, export=("vanilla", "ini"),
     deviations=("architecture: small CNN (2 conv + 1 hidden fc, ~0.4M parameters) instead of ResNet-18, "
@@ -107,8 +107,8 @@ register(Profile(
                 "victim training: 20,000 of the 60,000 training images (2,000 more held out for knob "
                 "tuning), 3 epochs, lr x0.1 after epoch 2 (paper: all images, 50 epochs, x0.1 every 20); "
                 "the per-defense optimizers (InI: momentum 0.5, wd 1e-3) are the paper's",
-                "KnockoffNets: 5,000 queries, 10 clone epochs (paper: 50,000 queries, 50 epochs)",
-                "JBDA: 6 rounds as in the paper but 5 clone epochs per round (paper: 10)",
+                "KnockoffNets: 3,000 queries, 8 clone epochs (paper: 50,000 queries, 50 epochs)",
+                "JBDA: 6 rounds and 9,450 queries as in the paper but 3 clone epochs per round (paper: 10)",
                 "Table 5 ablation on FashionMNIST (paper: CIFAR-10)",
                 "knob tuning: strongest MAD eps / AM tau / DCP beta within 0.5 points of the un-post-processed "
                 "model's accuracy on the 2,000 held-out images"),
