@@ -9,6 +9,15 @@ from defenses import get_defense
 from defenses.edm import diversity, member_index
 
 
+@pytest.fixture(autouse=True)
+def _one_thread(_threads):
+    """Tiny models: a second thread only adds synchronization (30x slower on a busy machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def generated_set(n, name, seed, classes=10):
     """Random images and labels: generated data, not a real data set."""
     g = torch.Generator().manual_seed(seed)
