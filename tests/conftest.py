@@ -41,3 +41,12 @@ def tiny_profile():
                    train={"mnist": TrainConfig(epochs=2, lr=0.05, step_every=2)},
                    attacks={"knockoff": {"budget": 300, "epochs": 2},
                             "jbda": {"seed_size": 20, "rounds": 2, "epochs_per_round": 2}})
+
+
+@pytest.fixture
+def one_thread(_threads):
+    """Tiny models: a second thread only adds synchronization (30x slower on a busy machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

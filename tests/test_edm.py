@@ -6,23 +6,13 @@ import torch
 from bench.data import ImageSet
 from bench.train import Context, TrainConfig
 from defenses import get_defense
+from tests.generated import generated_set
 from defenses.edm import diversity, member_index
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(_threads):
-    """Tiny models: a second thread only adds synchronization (30x slower on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def generated_set(n, name, seed, classes=10):
-    """Random images and labels: generated data, not a real data set."""
-    g = torch.Generator().manual_seed(seed)
-    return ImageSet(name, "generated", torch.randn(n, 1, 28, 28, generator=g),
-                    torch.randint(0, classes, (n,), generator=g), classes, (0.0,), (1.0,))
 
 
 def tiny_ctx(n=128, epochs=1):

@@ -8,23 +8,13 @@ from bench.data import ImageSet
 from bench.models import SmallCNN
 from bench.train import Context, TrainConfig
 from defenses import get_defense
+from tests.generated import generated_set
 from defenses.ini import Surrogate, gradient_norm, isolation
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(_threads):
-    """Tiny models: a second thread only adds synchronization (30x slower on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def generated_set(n, name, seed, classes=10, size=28):
-    """Random images and labels: generated data, not a real data set."""
-    g = torch.Generator().manual_seed(seed)
-    return ImageSet(name, "generated", torch.randn(n, 1, size, size, generator=g),
-                    torch.randint(0, classes, (n,), generator=g), classes, (0.0,), (1.0,))
 
 
 def tiny_ctx(n=256, epochs=1):
