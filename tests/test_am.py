@@ -1,23 +1,12 @@
 import pytest
 import torch
 
-from bench.data import ImageSet
-from bench.train import Context, TrainConfig
 from defenses import get_defense
-from tests.generated import generated_set
+from tests.generated import generated_set, tiny_ctx
 from defenses.am import ce_to_uniform, log_one_minus_p_true
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-
-
-def tiny_ctx(n=256, epochs=1):
-    return Context(arch="smallcnn", num_classes=10, in_channels=1, input_size=28,
-                   id_train=generated_set(n, "gen-id", 0), ood_train=generated_set(n, "gen-ood", 1),
-                   train=TrainConfig(epochs=epochs, batch_size=128), progress=False,
-                   arch_params={"width": 4, "hidden": 16})
 
 
 @pytest.fixture(scope="module")

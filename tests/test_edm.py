@@ -3,9 +3,8 @@ import math
 import pytest
 import torch
 
-from bench.data import ImageSet
-from bench.train import Context, TrainConfig
 from defenses import get_defense
+from tests import generated
 from tests.generated import generated_set
 from defenses.edm import diversity, member_index
 
@@ -13,13 +12,8 @@ from defenses.edm import diversity, member_index
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-
-
 def tiny_ctx(n=128, epochs=1):
-    return Context(arch="smallcnn", num_classes=10, in_channels=1, input_size=28,
-                   id_train=generated_set(n, "gen-id", 0), ood_train=generated_set(n, "gen-ood", 1),
-                   hash_set=generated_set(n, "gen-hash", 2), train=TrainConfig(epochs=epochs, batch_size=64),
-                   progress=False, arch_params={"width": 4, "hidden": 16})
+    return generated.tiny_ctx(n, epochs, batch_size=64, hash_set=True)
 
 
 @pytest.fixture(scope="module")
