@@ -103,7 +103,7 @@ def _find_file(dirs: list[Path], rel: str) -> Path | None:
     return None
 
 
-def _idx_set(folder, prefix, split, root, tv_download, num_classes, transpose=False):
+def _idx_set(folder, prefix, split, root, tv_download, transpose=False):
     files = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}[split]
     rels = [f"{folder}/raw/{prefix}{f}" for f in files]
@@ -146,26 +146,26 @@ def _gray(name, x, y, split, num_classes):
 
 @DATASETS.register("mnist")
 def mnist(split="train", root=None):
-    x, y = _idx_set("MNIST", "", split, root, _tv("MNIST", train=split == "train"), 10)
+    x, y = _idx_set("MNIST", "", split, root, _tv("MNIST", train=split == "train"))
     return _gray("mnist", x, y, split, 10)
 
 
 @DATASETS.register("fashionmnist")
 def fashionmnist(split="train", root=None):
-    x, y = _idx_set("FashionMNIST", "", split, root, _tv("FashionMNIST", train=split == "train"), 10)
+    x, y = _idx_set("FashionMNIST", "", split, root, _tv("FashionMNIST", train=split == "train"))
     return _gray("fashionmnist", x, y, split, 10)
 
 
 @DATASETS.register("kmnist")
 def kmnist(split="train", root=None):
-    x, y = _idx_set("KMNIST", "", split, root, _tv("KMNIST", train=split == "train"), 10)
+    x, y = _idx_set("KMNIST", "", split, root, _tv("KMNIST", train=split == "train"))
     return _gray("kmnist", x, y, split, 10)
 
 
 def _emnist(kind, n_classes, label_offset):
     def load(split="train", root=None):
         x, y = _idx_set("EMNIST", f"emnist-{kind}-", split, root,
-                        _tv("EMNIST", split=kind, train=split == "train"), n_classes, transpose=True)
+                        _tv("EMNIST", split=kind, train=split == "train"), transpose=True)
         return _gray(f"emnist-{kind}", x, y - label_offset, split, n_classes)
     return load
 
