@@ -175,16 +175,21 @@ def build_victim(profile, dataset, defense_name, seed, out, data_root=None, devi
 
 
 class file_lock:
-    """Exclusive flock on a file, blocking (POSIX)."""
+    """Exclusive flock on a file (POSIX); non-blocking raises BlockingIOError when held."""
 
-    def __init__(self, path):
+    def __init__(self, path, blocking: bool = True):
         self.path = Path(path)
+        self.blocking = blocking
 
     def __enter__(self):
         import fcntl
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.f = open(self.path, "w")
-        fcntl.flock(self.f, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(self.f, fcntl.LOCK_EX | (0 if self.blocking else fcntl.LOCK_NB))
+        except OSError:
+            self.f.close()
+            raise
         return self
 
     def __exit__(self, *exc):
@@ -520,18 +525,14 @@ class results_lock:
     """One run per results folder at a time: a second run exits instead of racing."""
 
     def __init__(self, out):
-        self.path = Path(out) / ".lock"
+        self.lock = file_lock(Path(out) / ".lock", blocking=False)
 
     def __enter__(self):
-        import fcntl
         import signal
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.f = open(self.path, "w")
         try:
-            fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self.f.close()
-            raise UsageError(f"another run is using {self.path.parent} (lock {self.path}); "
+            self.lock.__enter__()
+        except BlockingIOError:
+            raise UsageError(f"another run is using {self.lock.path.parent} (lock {self.lock.path}); "
                              "wait for it or use another --out") from None
         # SIGTERM behaves like Ctrl-C: the cell in progress is dropped, finished ones stay
         self.old = signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -540,8 +541,7 @@ class results_lock:
     def __exit__(self, *exc):
         import signal
         signal.signal(signal.SIGTERM, self.old)
-        self.f.close()
-        return False
+        return self.lock.__exit__(*exc)
 
 
 def _raise_interrupt(signum, frame):
