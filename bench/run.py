@@ -133,7 +133,8 @@ def build_victim(profile, dataset, defense_name, seed, out, data_root=None, devi
         keys.append(key)
         ckpt = Path(out) / "victims" / key / "state.pt"
         with file_lock(ckpt.with_name(".lock")):  # parallel workers train a shared unit once
-            if not ckpt.exists():
+            trained = not ckpt.exists()
+            if trained:
                 seed_everything(seed)
                 unit.fit(ctx)
                 save_state(ckpt, unit.nets.state_dict())
@@ -141,7 +142,8 @@ def build_victim(profile, dataset, defense_name, seed, out, data_root=None, devi
                                                          **base_config(profile, dataset, seed)})
                 if getattr(unit, "fit_log", None):
                     write_json(ckpt.with_name("fit_log.json"), unit.fit_log)
-        unit.nets.load_state_dict(load_state(ckpt))
+        if not trained:  # a model just fitted is already in memory
+            unit.nets.load_state_dict(load_state(ckpt))
         log_path = ckpt.with_name("fit_log.json")
         if log_path.exists():
             fit_logs[unit.name] = read_json(log_path)
