@@ -78,15 +78,23 @@ def test_losses():
 
 
 def test_misinformation_model_learns_to_be_wrong():
-    ctx = tiny_ctx(n=512, epochs=4)
+    ctx = tiny_ctx(n=512, epochs=10)
     # generated, learnable labels: class k brightens row block k of the image
     x, y = ctx.id_train.x, ctx.id_train.y
     for k in range(10):
         x[y == k, :, 2 * k:2 * k + 3] += 3.0
     d = get_defense("am")
     d.build(ctx)
+    d.eval()
+
+    def true_class_mass():
+        with torch.no_grad():
+            return torch.softmax(d.nets["mis"](x), 1)[torch.arange(len(y)), y]
+
+    before = true_class_mass().mean()  # untrained: about 1/10
     d.fit(ctx)
     d.eval()
-    x, y = ctx.id_train.x, ctx.id_train.y
-    p_true = torch.softmax(d.nets["mis"](x), 1).detach()[torch.arange(len(y)), y]
-    assert p_true.mean() < 0.05  # untrained: about 1/10
+    after = true_class_mass()
+    # relative to the untrained net, so the bound does not hinge on one machine's kernels
+    assert after.mean() < 0.5 * before
+    assert (after < 0.1).float().mean() > 0.9
