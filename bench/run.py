@@ -96,9 +96,20 @@ def unit_key(profile, dataset, seed, unit) -> str:
                         "params": unit.train_params()})
 
 
+def defense_params(profile: Profile, defense_name: str) -> dict:
+    """get_defense kwargs: the profile's params for the name, and for a composed ``a+b`` also
+    a's own params, so ``ini+mad`` reuses the very InI that ``ini`` trained."""
+    params = dict(profile.defense_params.get(defense_name, {}))
+    if "+" in defense_name:
+        base = profile.defense_params.get(defense_name.rsplit("+", 1)[0])
+        if base:
+            params["base_params"] = dict(base)
+    return params
+
+
 def victim_key(profile, dataset, defense_name, seed) -> str:
     return config_hash({**base_config(profile, dataset, seed), "defense": defense_name,
-                        "params": profile.defense_params.get(defense_name, {}),
+                        "params": defense_params(profile, defense_name),
                         "tune": profile.tune, "tol": profile.tune_tolerance,
                         "test_size": profile.test_size})
 
@@ -124,7 +135,7 @@ def build_victim(profile, dataset, defense_name, seed, out, data_root=None, devi
     t0 = time.time()
     ctx = make_context(profile, dataset, seed, data_root, device, progress)
     seed_everything(seed)
-    defense = get_defense(defense_name, **profile.defense_params.get(defense_name, {}))
+    defense = get_defense(defense_name, **defense_params(profile, defense_name))
     defense.build(ctx)
     defense.to(device)
     keys, fit_logs = [], {}

@@ -61,3 +61,14 @@ def test_dry_run_lists_cells(capsys, tmp_path):
     assert runner.main(["--matrix", "smoke", "--dry-run", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 4 and all(line.startswith("to run") for line in out)
+
+
+def test_composed_defense_gets_its_base_params(tiny_profile):
+    from defenses import get_defense
+    p = replace(tiny_profile, defense_params={"ini": {"log_cosine_epochs": 1}, "ini+mad": {"eps": 0.5}})
+    kwargs = runner.defense_params(p, "ini+mad")
+    d = get_defense("ini+mad", **kwargs)
+    assert d.base.params["log_cosine_epochs"] == 1 and d.params["eps"] == 0.5
+    # the base's params are part of the composed victim's key
+    q = replace(p, defense_params={"ini+mad": {"eps": 0.5}})
+    assert runner.victim_key(p, "mnist", "ini+mad", 0) != runner.victim_key(q, "mnist", "ini+mad", 0)
