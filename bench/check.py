@@ -2,6 +2,11 @@
 
     python -m bench.check [--baseline results/ci/baseline.json] [--out DIR] [--update]
                           [--tolerance 2.0] [--data-root DIR] [--profile ci] [--jobs 1]
+                          [--datasets A,B] [--defenses A,B] [--attacks A,B] [--labels A,B]
+
+A baseline may cover a slice of a bigger profile (``--profile cpu --datasets fashionmnist
+--defenses vanilla,ini --attacks knockoff``): ``--update`` writes the slice into the baseline
+and later checks re-run that same slice without repeating the options.
 
 Every clone accuracy (per cell: data set/defense/attack/label/seed) and every benign accuracy
 (per victim: data set/defense/victim/-/seed) is compared with the committed baseline. A value
@@ -32,6 +37,7 @@ from .io import CorruptFileError, git_commit, read_json, write_json
 
 DEFAULT_BASELINE = Path("results/ci/baseline.json")
 METRICS = ("clone_acc", "benign_acc")
+SLICE_KEYS = ("datasets", "defenses", "attacks", "labels")
 SCHEMA = 1
 EPS = 1e-9   # below this a value has not moved
 
@@ -142,10 +148,22 @@ def load_baseline(path: Path, profile: str) -> dict:
         raise BadInput(f"baseline {path} has no 'cells' mapping; regenerate it with --update")
     if b.get("profile", profile) != profile:
         raise BadInput(f"baseline {path} is for profile {b.get('profile')!r}, not {profile!r}")
+    if not isinstance(b.get("slice", {}), dict) or set(b.get("slice", {})) - set(SLICE_KEYS):
+        raise BadInput(f"baseline {path}: 'slice' must map some of {list(SLICE_KEYS)} to name lists")
     return b
 
 
-def new_baseline(profile: str, current: dict, records, old: dict | None, commit: str) -> dict:
+def slice_of(a, old: dict | None) -> dict:
+    """The cells to run: the options given, else the slice the baseline was made from."""
+    given = {k: [x.strip() for x in getattr(a, k).split(",") if x.strip()]
+             for k in SLICE_KEYS if getattr(a, k)}
+    if given or a.update:
+        return given
+    return dict((old or {}).get("slice", {}))
+
+
+def new_baseline(profile: str, current: dict, records, old: dict | None, commit: str,
+                 slice_: dict | None = None) -> dict:
     """``commit``: HEAD when the run started (the code Python imported); records written later
     may name later commits when the working tree changed during the run: listed apart."""
     later = sorted({r.provenance.get("git_commit") for r in records
@@ -157,7 +175,7 @@ def new_baseline(profile: str, current: dict, records, old: dict | None, commit:
         if old and "tolerance" in old.get("cells", {}).get(cell, {}):
             entry["tolerance"] = old["cells"][cell]["tolerance"]
         cells[cell] = entry
-    return {"schema": SCHEMA, "profile": profile, "commit": commit,
+    return {"schema": SCHEMA, "profile": profile, "slice": slice_ or {}, "commit": commit,
             "record_commits_other": later,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "device": prov.get("device"), "versions": prov.get("versions"),
@@ -167,9 +185,9 @@ def new_baseline(profile: str, current: dict, records, old: dict | None, commit:
 
 
 # ------------------------------------------------------------------ driver
-def run(profile: str, run_dir: Path, data_root, jobs, progress):
+def run(profile: str, run_dir: Path, data_root, jobs, progress, slice_=None):
     cells = _run_matrix(profile, run_dir, jobs=jobs, data_root=data_root, device="cpu",
-                        progress=progress)
+                        progress=progress, **(slice_ or {}))
     victims = [r for r in R.load_all(run_dir) if r.kind == "victim" and r.profile == profile]
     return cells, victims
 
@@ -218,6 +236,9 @@ def parse_args(argv=None):
                     help="with --update: record failed cells as null instead of refusing")
     ap.add_argument("--profile", default="ci", help="matrix profile (default ci)")
     ap.add_argument("--jobs", type=int, default=1)
+    for k in SLICE_KEYS:
+        ap.add_argument(f"--{k}", help=f"comma-separated {k} of the profile to run (default: the "
+                        "baseline's slice, else all)")
     ap.add_argument("--progress", action="store_true")
     return ap.parse_args(argv)
 
@@ -244,8 +265,11 @@ def _main(a) -> int:
                        "give an empty or new folder")
     run_dir = a.out or Path(tempfile.mkdtemp(prefix="stealbench-check-"))
     commit = git_commit()
+    slice_ = slice_of(a, old)
+    if slice_:
+        print("slice: " + "; ".join(f"{k} {','.join(v)}" for k, v in slice_.items()))
     try:
-        cells, victims = run(a.profile, run_dir, data_root(a.data_root), a.jobs, a.progress)
+        cells, victims = run(a.profile, run_dir, data_root(a.data_root), a.jobs, a.progress, slice_)
     except (ValueError, OSError) as e:
         raise BadInput(f"the {a.profile} matrix could not start: {e}") from e
     current = measure(cells, victims)
@@ -259,7 +283,7 @@ def _main(a) -> int:
               "(fix them, or pass --allow-failed to record them as null)", file=sys.stderr)
         code = 1
     elif a.update:
-        base = new_baseline(a.profile, current, cells + victims, old, commit)
+        base = new_baseline(a.profile, current, cells + victims, old, commit, slice_)
         write_json(a.baseline, base)
         publish(run_dir, a.baseline.parent, a.profile)
         print(f"wrote {a.baseline}: {len(base['cells'])} cells from commit {base['commit']}"

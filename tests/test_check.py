@@ -22,6 +22,7 @@ def matrix(monkeypatch):
 
     def fake_run_matrix(profile, out, **kw):
         state["calls"] += 1
+        state["kw"] = kw
         recs = [S.victim("mnist", d, acc, profile=profile) for d, acc in state["benign"].items()]
         cells = [S.cell(ds, d, a, lb, acc, state["benign"][d], profile=profile,
                         status="failed" if (ds, d, a, lb) in state["failed"] else "ok")
@@ -170,3 +171,23 @@ def test_update_refuses_failed_cells_unless_allowed(matrix, tmp_path, capsys):
     matrix["failed"].clear()
     assert run(tmp_path) == 0                      # fixed: listed as new
     assert "new" in capsys.readouterr().out
+
+
+def test_slice_is_recorded_and_rerun(matrix, tmp_path, capsys):
+    assert run(tmp_path, "--update", "--datasets", "mnist", "--defenses", "vanilla,mad") == 0
+    b = json.loads((tmp_path / "ci" / "baseline.json").read_text())
+    assert b["slice"] == {"datasets": ["mnist"], "defenses": ["vanilla", "mad"]}
+    matrix["kw"] = None
+    assert run(tmp_path) == 0                       # no options: the baseline's slice again
+    assert matrix["kw"]["datasets"] == ["mnist"] and matrix["kw"]["defenses"] == ["vanilla", "mad"]
+    assert "slice: datasets mnist; defenses vanilla,mad" in capsys.readouterr().out
+    run(tmp_path, "--defenses", "vanilla")          # options given win over the baseline's
+    assert matrix["kw"]["defenses"] == ["vanilla"] and "datasets" not in matrix["kw"]
+
+
+def test_bad_slice_in_baseline_exits_2(matrix, tmp_path, capsys):
+    p = tmp_path / "ci" / "baseline.json"
+    p.parent.mkdir(parents=True)
+    p.write_text(json.dumps({"profile": "ci", "cells": {}, "slice": {"models": ["x"]}}))
+    assert run(tmp_path) == 2
+    assert "'slice'" in capsys.readouterr().err
