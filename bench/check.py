@@ -27,6 +27,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,6 +186,29 @@ def new_baseline(profile: str, current: dict, records, old: dict | None, commit:
 
 
 # ------------------------------------------------------------------ driver
+def from_records(profile: str, src: Path, slice_: dict, dest: Path):
+    """The slice's records from a finished run in ``src``, looked up by this code's cache keys
+    (so stale records are not taken), copied into ``dest``; returns (cells, victims)."""
+    from .profiles import get_profile
+    from .run import cached_cell, cell_record_path, plan, select, victim_key, victim_record_path
+    p = select(get_profile(profile), **slice_)
+    todo = plan(p)
+    cells = [cached_cell(p, src, c) for c in todo]
+    missing = [c for c, r in zip(todo, cells) if r is None]
+    if missing:
+        raise BadInput(f"{src} lacks {len(missing)} of the {len(todo)} cells for this code's config "
+                       f"(first: {'/'.join(map(str, missing[0]))}); run the matrix there first")
+    victims = []
+    for ds, df, sd in sorted({(c[0], c[1], c[4]) for c in todo}):
+        path = victim_record_path(src, ds, df, sd, victim_key(p, ds, df, sd))
+        if path.exists():
+            victims.append(R.load(path))
+            R.save(victim_record_path(dest, ds, df, sd, victims[-1].key), victims[-1])
+    for c, rec in zip(todo, cells):
+        R.save(cell_record_path(dest, *c, rec.key), rec)
+    return cells, victims
+
+
 def run(profile: str, run_dir: Path, data_root, jobs, progress, slice_=None):
     cells = _run_matrix(profile, run_dir, jobs=jobs, data_root=data_root, device="cpu",
                         progress=progress, **(slice_ or {}))
@@ -232,6 +256,9 @@ def parse_args(argv=None):
                     help="default tolerance in percentage points (default 2.0)")
     ap.add_argument("--data-root", help="data folder (default: $STEALBENCH_DATA, else "
                     "../shared/data next to the repository if it exists, else the harness's)")
+    ap.add_argument("--from", dest="from_dir", type=Path,
+                    help="with --update: take the numbers from the records of a finished run in this "
+                    "folder (e.g. results/cpu) instead of running the matrix")
     ap.add_argument("--allow-failed", action="store_true",
                     help="with --update: record failed cells as null instead of refusing")
     ap.add_argument("--profile", default="ci", help="matrix profile (default ci)")
@@ -259,6 +286,8 @@ def _main(a) -> int:
         raise BadInput(str(e)) from e
     if a.tolerance < 0:
         raise BadInput(f"--tolerance must be >= 0, got {a.tolerance}")
+    if a.from_dir and not a.update:
+        raise BadInput("--from only makes sense with --update (a check always runs the matrix)")
     old = None if a.update and not a.baseline.exists() else load_baseline(a.baseline, a.profile)
     if a.out and (a.out / "records").exists():
         raise BadInput(f"{a.out} already holds records/ (cached cells would not be re-run); "
@@ -266,12 +295,19 @@ def _main(a) -> int:
     run_dir = a.out or Path(tempfile.mkdtemp(prefix="stealbench-check-"))
     commit = git_commit()
     slice_ = slice_of(a, old)
+    if a.from_dir:
+        commit = None   # set from the records below
     if slice_:
         print("slice: " + "; ".join(f"{k} {','.join(v)}" for k, v in slice_.items()))
     try:
-        cells, victims = run(a.profile, run_dir, data_root(a.data_root), a.jobs, a.progress, slice_)
+        if a.from_dir:
+            cells, victims = from_records(a.profile, a.from_dir, slice_, run_dir)
+        else:
+            cells, victims = run(a.profile, run_dir, data_root(a.data_root), a.jobs, a.progress, slice_)
     except (ValueError, OSError) as e:
         raise BadInput(f"the {a.profile} matrix could not start: {e}") from e
+    if a.from_dir:
+        commit = Counter(r.provenance.get("git_commit", "unknown") for r in cells + victims).most_common(1)[0][0]
     current = measure(cells, victims)
     failed = [c for c in cells if c.status != "ok"]
     for c in failed:

@@ -39,8 +39,8 @@ def tiny_profile():
     return replace(get_profile("smoke"), name="tiny", train_size=3000, test_size=500, query_size=2000,
                    ood_size=500, val_size=200,
                    train={"mnist": TrainConfig(epochs=2, lr=0.05, step_every=2)},
-                   attacks={"knockoff": {"budget": 300, "epochs": 2},
-                            "jbda": {"seed_size": 20, "rounds": 2, "epochs_per_round": 2}})
+                   attacks={"knockoff": {"budget": 300, "epochs": 2, "lr": 0.01},
+                            "jbda": {"seed_size": 20, "rounds": 2, "epochs_per_round": 2, "lr": 0.01}})
 
 
 @pytest.fixture

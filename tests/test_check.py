@@ -191,3 +191,24 @@ def test_bad_slice_in_baseline_exits_2(matrix, tmp_path, capsys):
     p.write_text(json.dumps({"profile": "ci", "cells": {}, "slice": {"models": ["x"]}}))
     assert run(tmp_path) == 2
     assert "'slice'" in capsys.readouterr().err
+
+
+def test_update_from_a_finished_run(real_root, tiny_profile, tmp_path, monkeypatch):
+    """--from takes the slice's numbers from existing records (a real seconds-scale run)."""
+    from bench import profiles
+    from bench import run as runner
+    monkeypatch.setitem(profiles.PROFILES, "tiny", tiny_profile)
+    monkeypatch.setenv("STEALBENCH_DATA", real_root)
+    (rec,) = runner.run_matrix("tiny", tmp_path / "run", attacks=["knockoff"], labels=["hard"],
+                               data_root=real_root, progress=False)
+    base = tmp_path / "slice" / "baseline.json"
+    args = ["--profile", "tiny", "--baseline", str(base), "--update", "--attacks", "knockoff",
+            "--labels", "hard"]
+    assert check.main(args + ["--from", str(tmp_path / "run")]) == 0
+    b = json.loads(base.read_text())
+    assert b["cells"]["mnist/vanilla/knockoff/hard/0"]["clone_acc"] == round(rec.clone_acc, 4)
+    assert b["slice"] == {"attacks": ["knockoff"], "labels": ["hard"]}
+    assert b["commit"] == rec.provenance["git_commit"]
+    # soft-label cells were never run there: refused, nothing written
+    assert check.main(args[:-1] + ["soft", "--from", str(tmp_path / "run")]) == 2
+    assert check.main(["--profile", "tiny", "--baseline", str(base), "--from", "x"]) == 2

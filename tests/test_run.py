@@ -13,7 +13,7 @@ def _metrics(records):
 
 
 def test_knockoff_clone_beats_chance_and_reruns_are_cached(real_root, tiny_profile, tmp_path, monkeypatch):
-    p = replace(tiny_profile, attacks={"knockoff": {"budget": 2000, "epochs": 8}}, labels=("soft",))
+    p = replace(tiny_profile, attacks={"knockoff": {"budget": 2000, "epochs": 8, "lr": 0.01}}, labels=("soft",))
     recs = runner.run_matrix(p, tmp_path / "a", data_root=real_root, progress=False)
     assert all(r.status == "ok" for r in recs), [r.error for r in recs]
     (r,) = recs
