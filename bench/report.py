@@ -408,6 +408,11 @@ def figure3(records, out: Path) -> tuple[Table | None, list[str]]:
              for c in [find_cosines(r.extra.get("fit_log"))] if c]
     if not found:
         return None, []
+    # ini, ini+mad and ini+am serve one trained InI: draw its log once, under the plainest name
+    unique = {}
+    for r, c in sorted(found, key=lambda x: (len(x[0].defense), x[0].defense)):
+        unique.setdefault((r.arch, r.dataset, r.seed, json.dumps(c, sort_keys=True)), (r, c))
+    found = list(unique.values())
     plt = _plt()
     rows, tidy, files = [], [], []
     for r, cos in sorted(found, key=lambda x: (x[0].arch, x[0].dataset, x[0].defense, x[0].seed)):

@@ -133,3 +133,16 @@ def test_speed_tables_from_speed_records(tmp_path):
     assert edm.split("|")[2].strip() == report.MISSING      # paper row kept, ours missing
     assert (out / "figure4_cpu.png").exists()
     assert "Table 4" in (out / "README.md").read_text()
+
+
+def test_figure3_draws_a_shared_ini_once(tmp_path):
+    """ini and ini+mad serve one trained InI: one histogram, under the plain name."""
+    from bench import report
+    cos = {"pcgrad_cosines": {"ben|iso": {"before": [-0.5, 0.2], "after": [0.1, 0.2]}}}
+    other = {"pcgrad_cosines": {"ben|iso": {"before": [-0.4, 0.2], "after": [0.1, 0.3]}}}
+    recs = [S.victim("mnist", d, 96.0, extra={"fit_log": {"ini": c}})
+            for d, c in [("ini+mad", cos), ("ini", cos), ("ini+am", cos), ("ini", other)]]
+    recs[3].seed = 1
+    table, files = report.figure3(recs, tmp_path)
+    assert files == ["figure3_smallcnn_mnist_ini_s0.png", "figure3_smallcnn_mnist_ini_s1.png"]
+    assert len(table.rows) == 2
