@@ -172,6 +172,7 @@ def build_victim(profile, dataset, defense_name, seed, out, data_root=None, devi
     if profile.tune:
         extra.update(tune_knobs(profile, defense, roles, device))
     served = predict(defense, roles["test"].x, device)
+    save_state(served_path(out, vkey), served.argmax(1))   # every attack cell's fidelity reuses it
     extra.update(serving_stats(defense, roles["test"].x, served, device))
     rec = R.VictimRecord(
         profile=profile.name, dataset=dataset, arch=profile.arch, defense=defense_name,
@@ -185,6 +186,19 @@ def build_victim(profile, dataset, defense_name, seed, out, data_root=None, devi
         export_victim(defense, ctx, Path(out) / "victims" / "export" / f"{dataset}-{defense_name}-s{seed}",
                       dataset, {"benign_acc": rec.benign_acc, "git_commit": rec.provenance["git_commit"]})
     return defense, rec
+
+
+def served_path(out, vkey) -> Path:
+    return Path(out) / "victims" / "served" / f"{vkey}.pt"
+
+
+def served_top1(out, vkey, n):
+    """The victim's served top-1 on the test set, saved when its record was made (None: absent)."""
+    path = served_path(out, vkey)
+    if not path.exists():
+        return None
+    top1 = load_state(path)
+    return top1 if isinstance(top1, torch.Tensor) and top1.shape == (n,) else None
 
 
 class file_lock:
@@ -262,7 +276,9 @@ def run_cell(profile, dataset, defense_name, attack_name, label, seed, out, data
         seed_everything(seed)
         clone = attack.run(oracle, actx)
         clone_top1 = predict(clone, test.x, device).argmax(1)
-        victim_top1 = predict(victim, test.x, device).argmax(1)
+        victim_top1 = served_top1(out, rec.victim_key, len(test.y))
+        if victim_top1 is None:
+            victim_top1 = predict(victim, test.x, device).argmax(1)
         rec.clone_acc = accuracy(clone_top1, test.y)
         rec.relative = rec.clone_acc / rec.benign_acc if rec.benign_acc else None
         rec.fidelity = accuracy(clone_top1, victim_top1)

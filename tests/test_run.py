@@ -72,3 +72,16 @@ def test_composed_defense_gets_its_base_params(tiny_profile):
     # the base's params are part of the composed victim's key
     q = replace(p, defense_params={"ini+mad": {"eps": 0.5}})
     assert runner.victim_key(p, "mnist", "ini+mad", 0) != runner.victim_key(q, "mnist", "ini+mad", 0)
+
+
+def test_cells_reuse_the_victims_served_predictions(real_root, tiny_profile, tmp_path):
+    p = replace(tiny_profile, attacks={"knockoff": {"budget": 300, "epochs": 1, "lr": 0.01}}, labels=("hard",))
+    (a,) = runner.run_matrix(p, tmp_path, data_root=real_root, progress=False)
+    served = runner.served_path(tmp_path, a.victim_key)
+    assert served.exists()
+    # without the saved predictions the cell recomputes them and gets the same fidelity
+    served.unlink()
+    for f in (tmp_path / "records" / "cells").glob("*.json"):
+        f.unlink()
+    (b,) = runner.run_matrix(p, tmp_path, data_root=real_root, progress=False)
+    assert (b.fidelity, b.clone_acc) == (a.fidelity, a.clone_acc)
