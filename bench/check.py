@@ -176,13 +176,38 @@ def new_baseline(profile: str, current: dict, records, old: dict | None, commit:
         if old and "tolerance" in old.get("cells", {}).get(cell, {}):
             entry["tolerance"] = old["cells"][cell]["tolerance"]
         cells[cell] = entry
-    return {"schema": SCHEMA, "profile": profile, "slice": slice_ or {}, "commit": commit,
+    kept = {"calibration": old["calibration"]} if old and "calibration" in old else {}
+    return {**kept, "schema": SCHEMA, "profile": profile, "slice": slice_ or {}, "commit": commit,
             "record_commits_other": later,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "device": prov.get("device"), "versions": prov.get("versions"),
             "note": "Written by `python -m bench.check --update`. A cell may carry its own "
                     "\"tolerance\" (percentage points, a number or {metric: number}).",
             "cells": cells}
+
+
+def calibrate(baseline: dict, noise_run: Path, factor: float, floor: float) -> dict:
+    """Per-cell tolerances from measured noise: ``noise_run`` holds the same slice run by the
+    same code with only something numerically irrelevant changed (e.g. ``--jobs 2``: other
+    thread counts); each value gets max(floor, factor * |moved|)."""
+    recs = R.load_all(noise_run)
+    if not recs:
+        raise BadInput(f"no records under {noise_run}/records to calibrate from")
+    other = measure([r for r in recs if r.kind == "cell"], [r for r in recs if r.kind == "victim"])
+    moved = {}
+    for cell, entry in baseline["cells"].items():
+        tol = {}
+        for metric in METRICS:
+            base, now = entry.get(metric), other.get(cell, {}).get(metric)
+            if metric in entry:
+                delta = abs(now - base) if base is not None and now is not None else 0.0
+                tol[metric] = round(max(floor, factor * delta), 2)
+                moved[f"{cell}:{metric}"] = round(delta, 2)
+        entry["tolerance"] = tol
+    baseline["calibration"] = {"noise_run_devices": sorted({r.provenance.get("device", "?") for r in recs}),
+                               "factor": factor, "floor": floor, "moved": moved,
+                               "rule": "tolerance = max(floor, factor * |value in the noise run - baseline|)"}
+    return baseline
 
 
 # ------------------------------------------------------------------ driver
@@ -259,6 +284,12 @@ def parse_args(argv=None):
     ap.add_argument("--from", dest="from_dir", type=Path,
                     help="with --update: take the numbers from the records of a finished run in this "
                     "folder (e.g. results/cpu) instead of running the matrix")
+    ap.add_argument("--calibrate", type=Path, metavar="DIR",
+                    help="set per-cell tolerances from a second run of the same slice in DIR (same "
+                    "code, e.g. another --jobs): max(--floor, --factor x how far each value moved); "
+                    "runs nothing")
+    ap.add_argument("--factor", type=float, default=2.0, help="with --calibrate (default 2)")
+    ap.add_argument("--floor", type=float, default=4.0, help="with --calibrate (default 4 points)")
     ap.add_argument("--allow-failed", action="store_true",
                     help="with --update: record failed cells as null instead of refusing")
     ap.add_argument("--profile", default="ci", help="matrix profile (default ci)")
@@ -288,6 +319,15 @@ def _main(a) -> int:
         raise BadInput(f"--tolerance must be >= 0, got {a.tolerance}")
     if a.from_dir and not a.update:
         raise BadInput("--from only makes sense with --update (a check always runs the matrix)")
+    if a.calibrate:
+        if a.update or a.factor < 0 or a.floor < 0:
+            raise BadInput("--calibrate takes no --update, and --factor/--floor must be >= 0")
+        base = calibrate(load_baseline(a.baseline, a.profile), a.calibrate, a.factor, a.floor)
+        write_json(a.baseline, base)
+        widest = max(((c, t) for c, e in base["cells"].items() for t in e["tolerance"].values()),
+                     key=lambda x: x[1])
+        print(f"wrote per-cell tolerances into {a.baseline} (widest: {widest[0]} {widest[1]})")
+        return 0
     old = None if a.update and not a.baseline.exists() else load_baseline(a.baseline, a.profile)
     if a.out and (a.out / "records").exists():
         raise BadInput(f"{a.out} already holds records/ (cached cells would not be re-run); "

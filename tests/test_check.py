@@ -212,3 +212,18 @@ def test_update_from_a_finished_run(real_root, tiny_profile, tmp_path, monkeypat
     # soft-label cells were never run there: refused, nothing written
     assert check.main(args[:-1] + ["soft", "--from", str(tmp_path / "run")]) == 2
     assert check.main(["--profile", "tiny", "--baseline", str(base), "--from", "x"]) == 2
+
+
+def test_calibrate_widens_tolerances_from_a_noise_run(baselined, tmp_path, capsys):
+    """A second run that moved one value by 2.5 points: that value gets 2 x 2.5, others the floor."""
+    baselined["clone"][("mnist", "vanilla", "jbda", "hard")] = 72.5
+    assert run(tmp_path, "--out", str(tmp_path / "noise")) == 1   # moved by 2.5 > 2: a regression
+    assert run(tmp_path, "--calibrate", str(tmp_path / "noise")) == 0
+    b = json.loads((tmp_path / "ci" / "baseline.json").read_text())
+    assert b["cells"]["mnist/vanilla/jbda/hard/0"]["tolerance"] == {"clone_acc": 5.0}
+    assert b["cells"]["mnist/vanilla/knockoff/soft/0"]["tolerance"] == {"clone_acc": 4.0}
+    assert b["calibration"]["moved"]["mnist/vanilla/jbda/hard/0:clone_acc"] == 2.5
+    assert run(tmp_path) == 0                                       # now within
+    baselined["clone"][("mnist", "vanilla", "jbda", "hard")] = 76.0
+    assert run(tmp_path) == 1                                       # 6 points is still caught
+    assert run(tmp_path, "--calibrate", str(tmp_path / "nowhere")) == 2
