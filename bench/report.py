@@ -368,21 +368,28 @@ def _plot_curves(pts, keys, out: Path) -> list[str]:
     plt = _plt()
     files = []
     for arch, ds in dict.fromkeys((k[0], k[1]) for k in keys):
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
+        defenses = list(dict.fromkeys(k[2] for k in keys if k[:2] == (arch, ds)))
+        colors = plt.get_cmap("tab20").colors   # one colour per defense, more than 10 of them
+        style = {d: {"color": colors[(2 * i) % 20 + (i >= 10)],
+                     "linestyle": "--" if "-" in d and "+" not in d else "-"}   # ablations dashed
+                 for i, d in enumerate(defenses)}
         for ax, lb in zip(axes, LABELS):
             for k in keys:
                 if k[:2] == (arch, ds) and k[3] == lb:
                     bs = sorted(pts[k])
                     ax.plot(bs, [statistics.fmean(pts[k][b]) for b in bs], marker="o",
-                            label=P.defense_label(k[2]))
+                            label=P.defense_label(k[2]), **style[k[2]])
             ax.set(title=f"{lb}-label", xlabel="queries", ylabel="clone accuracy (%)")
             ax.grid(alpha=0.3)
-            if ax.lines:
-                ax.legend(fontsize=8)
-            else:
+            if not ax.lines:
                 ax.text(0.5, 0.5, "no curve recorded", ha="center", transform=ax.transAxes)
+        handles = {ln.get_label(): ln for ax in axes for ln in ax.lines}
+        if handles:   # one legend beside both panels, clear of the lines
+            fig.legend(handles.values(), handles.keys(), loc="center left", bbox_to_anchor=(0.86, 0.5),
+                       fontsize=8, frameon=False)
         fig.suptitle(f"KnockoffNets budget curve: {P.dataset_label(ds)}, {P.arch_label(arch)}")
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0, 0.86, 1))
         name = f"budget_curve_{arch}_{ds}.png"
         fig.savefig(out / name, dpi=120)
         plt.close(fig)
