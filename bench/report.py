@@ -372,7 +372,7 @@ def _plot_curves(pts, keys, out: Path) -> list[str]:
         defenses = list(dict.fromkeys(k[2] for k in keys if k[:2] == (arch, ds)))
         colors = plt.get_cmap("tab20").colors   # one colour per defense, more than 10 of them
         style = {d: {"color": colors[(2 * i) % 20 + (i >= 10)],
-                     "linestyle": "--" if "-" in d and "+" not in d else "-"}   # ablations dashed
+                     "linestyle": "--" if d in P.ABLATION_ONLY else "-"}
                  for i, d in enumerate(defenses)}
         for ax, lb in zip(axes, LABELS):
             for k in keys:
