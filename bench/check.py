@@ -333,10 +333,8 @@ def _main(a) -> int:
         raise BadInput(f"{a.out} already holds records/ (cached cells would not be re-run); "
                        "give an empty or new folder")
     run_dir = a.out or Path(tempfile.mkdtemp(prefix="stealbench-check-"))
-    commit = git_commit()
+    started_at = None if a.from_dir else git_commit()   # HEAD when the run began
     slice_ = slice_of(a, old)
-    if a.from_dir:
-        commit = None   # set from the records below
     if slice_:
         print("slice: " + "; ".join(f"{k} {','.join(v)}" for k, v in slice_.items()))
     try:
@@ -346,8 +344,8 @@ def _main(a) -> int:
             cells, victims = run(a.profile, run_dir, data_root(a.data_root), a.jobs, a.progress, slice_)
     except (ValueError, OSError) as e:
         raise BadInput(f"the {a.profile} matrix could not start: {e}") from e
-    if a.from_dir:
-        commit = Counter(r.provenance.get("git_commit", "unknown") for r in cells + victims).most_common(1)[0][0]
+    commit = started_at or Counter(r.provenance.get("git_commit", "unknown")
+                                   for r in cells + victims).most_common(1)[0][0]
     current = measure(cells, victims)
     failed = [c for c in cells if c.status != "ok"]
     for c in failed:
