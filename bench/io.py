@@ -82,7 +82,49 @@ def device_name(device) -> str:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return f"cpu ({_cpu_model()[0]}, {torch.get_num_threads()} threads)"
+
+
+# environment variables that change which float kernels run (and so the numbers)
+KERNEL_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_CBWR",
+              "MKL_ENABLE_INSTRUCTIONS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_CORETYPE")
+
+
+def _cpu_model() -> tuple[str, list[str]]:
+    """CPU model name and the SIMD flags that decide kernel paths (Linux; else platform's word)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine(), []
+    first = lambda key: next((ln.split(":", 1)[1].strip() for ln in text.splitlines()  # noqa: E731
+                              if ln.startswith(key)), "")
+    flags = set(first("flags").split())
+    simd = [f for f in ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile")
+            if f in flags]
+    return first("model name") or platform.machine(), simd
+
+
+def _library_versions() -> dict:
+    """BLAS / oneDNN / OpenMP builds torch was compiled with (from its build config)."""
+    import re
+    cfg = torch.__config__.show()
+    find = lambda pat: (re.search(pat, cfg) or [None, None])[1]  # noqa: E731
+    return {"blas": find(r"BLAS_INFO=(\w+)"), "mkl": find(r"Math Kernel Library Version (\S+)"),
+            "onednn": find(r"MKL-DNN v([\d.]+)"), "openmp": find(r"OpenMP (\d+)")}
+
+
+def platform_info(device="cpu") -> dict:
+    """What decides the float kernels: CPU model, the ISA torch dispatches to, libraries,
+    threads and the environment variables that override them. Two records whose
+    platform differs may differ by platform noise; the check's tolerance covers that."""
+    model, simd = _cpu_model()
+    info = {"cpu_model": model, "cpu_simd": simd, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads(), "mkldnn_enabled": torch.backends.mkldnn.is_available()
+            and torch._C._get_mkldnn_enabled(), **_library_versions(),
+            "env": {k: os.environ[k] for k in KERNEL_ENV if k in os.environ}}
+    if torch.device(device).type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info
 
 
 def provenance(device="cpu") -> dict:
@@ -91,8 +133,19 @@ def provenance(device="cpu") -> dict:
     return {
         "git_commit": git_commit(),
         "device": device_name(device),
+        "platform": platform_info(device),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "torchvision": torchvision.__version__, "numpy": numpy.__version__,
                      "cuda": torch.version.cuda if torch.cuda.is_available() else None},
         "host": platform.node(),
     }
+
+
+def platform_label(prov: dict) -> str:
+    """One short line naming a record's platform, for tables and check reports."""
+    p = prov.get("platform") or {}
+    if not p:
+        return prov.get("device", "?")
+    env = ",".join(f"{k}={v}" for k, v in sorted(p.get("env", {}).items()))
+    return (f"{p.get('cpu_model', '?')} / {p.get('cpu_capability', '?')} / {p.get('threads', '?')} thr / "
+            f"torch {prov.get('versions', {}).get('torch', '?')}" + (f" / {env}" if env else ""))

@@ -1,6 +1,7 @@
-"""bench.check: baseline update, pass within tolerance, fail beyond it, missing/failed cells,
-bad input. The matrix runner is replaced by a fake writing synthetic records (not results)."""
+"""bench.check: per-group means over seeds, baseline update, pass within tolerance, fail beyond
+it, calibration across platforms, missing/failed cells, bad input. The matrix runner is replaced by a fake writing synthetic records (not results)."""
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -9,24 +10,28 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 import synthetic_records as S  # noqa: E402
 from bench import check  # noqa: E402
+from bench import records as R  # noqa: E402
 
 BASE = {("mnist", "vanilla", "knockoff", "soft"): 90.0, ("mnist", "vanilla", "jbda", "hard"): 70.0,
         ("mnist", "mad", "knockoff", "soft"): 80.0}
 BENIGN = {"vanilla": 98.0, "mad": 97.0}
+SPREAD = {0: -1.0, 1: 0.0, 2: 1.0}   # seed offsets: every group's seed sd is 1.0
 
 
 @pytest.fixture
 def matrix(monkeypatch):
-    """Values the fake ci matrix will produce; tests edit them between runs."""
+    """Values the fake ci matrix will produce (per seed: value + SPREAD[seed]); tests edit them."""
     state = {"clone": dict(BASE), "benign": dict(BENIGN), "failed": set(), "calls": 0}
 
     def fake_run_matrix(profile, out, **kw):
         state["calls"] += 1
         state["kw"] = kw
-        recs = [S.victim("mnist", d, acc, profile=profile) for d, acc in state["benign"].items()]
-        cells = [S.cell(ds, d, a, lb, acc, state["benign"][d], profile=profile,
+        seeds = kw.get("seeds") or [0, 1, 2]
+        recs = [S.victim("mnist", d, acc + SPREAD.get(s, 0), seed=s, profile=profile)
+                for d, acc in state["benign"].items() for s in seeds]
+        cells = [S.cell(ds, d, a, lb, acc + SPREAD.get(s, 0), state["benign"][d], seed=s, profile=profile,
                         status="failed" if (ds, d, a, lb) in state["failed"] else "ok")
-                 for (ds, d, a, lb), acc in state["clone"].items()]
+                 for (ds, d, a, lb), acc in state["clone"].items() for s in seeds]
         S.write(recs + cells, Path(out))
         return cells
 
@@ -37,11 +42,25 @@ def matrix(monkeypatch):
     monkeypatch.setattr(check, "_get_profile", fake_profile)
     monkeypatch.setattr(check, "publish", lambda *a: None)   # rendering has its own tests
     monkeypatch.setattr(check, "git_commit", lambda: "start123")
+    monkeypatch.setattr(check, "collect", load_records)      # no profile to look cache keys up in
     return state
+
+
+def load_records(profile, src, slice_, seeds, dest=None):
+    recs = R.load_all(src)
+    return [r for r in recs if r.kind == "cell"], [r for r in recs if r.kind == "victim"]
 
 
 def run(tmp_path, *args):
     return check.main(["--baseline", str(tmp_path / "ci" / "baseline.json"), *args])
+
+
+def baseline_json(tmp_path):
+    return json.loads((tmp_path / "ci" / "baseline.json").read_text())
+
+
+# z * sd * sqrt(2 / n) with sd 1 and 3 seeds
+TOL = round(4.0 * 1.0 * math.sqrt(2 / 3), 2)
 
 
 @pytest.fixture
@@ -50,54 +69,64 @@ def baselined(matrix, tmp_path):
     return matrix
 
 
-def test_update_writes_baseline_with_commit(baselined, tmp_path):
-    b = json.loads((tmp_path / "ci" / "baseline.json").read_text())
-    assert b["profile"] == "ci" and b["commit"] == "start123"      # HEAD when the run began
-    assert b["record_commits_other"] == ["abc123"]                  # what the records say
-    assert b["cells"]["mnist/vanilla/knockoff/soft/0"] == {"clone_acc": 90.0}
-    assert b["cells"]["mnist/mad/victim/-/0"] == {"benign_acc": 97.0}
-    assert len(b["cells"]) == 5
+def test_update_writes_per_seed_values_mean_and_tolerance(baselined, tmp_path):
+    b = baseline_json(tmp_path)
+    assert b["schema"] == 2 and b["profile"] == "ci" and b["commit"] == "start123"  # HEAD at start
+    assert b["record_commits_other"] == ["abc123"] and b["seeds"] == [0, 1, 2]
+    g = b["groups"]["mnist/vanilla/knockoff/soft"]
+    assert g["values"] == {"0": 89.0, "1": 90.0, "2": 91.0} and g["mean"] == 90.0 and g["std"] == 1.0
+    assert g["tolerance"] == TOL and g["noise"]["seed_sd"] == 1.0 and g["noise"]["df"] == 2
+    assert b["groups"]["mnist/mad/victim"]["mean"] == 97.0
+    assert len(b["groups"]) == 5
 
 
 def test_same_numbers_pass(baselined, tmp_path, capsys):
     assert run(tmp_path) == 0
-    assert "0 moved, 0 regressions" in capsys.readouterr().out
-
-
-def test_move_within_tolerance_passes_and_is_listed(baselined, tmp_path, capsys):
-    baselined["clone"][("mnist", "vanilla", "knockoff", "soft")] = 91.5
-    assert run(tmp_path, "--tolerance", "2.0") == 0
     out = capsys.readouterr().out
-    assert "mnist/vanilla/knockoff/soft/0" in out and "within" in out and "+1.50" in out
+    assert "5 groups checked (5 compared): 0 regressions" in out and "90.00 ± 1.00 (3)" in out
 
 
-@pytest.mark.parametrize("delta", [2.5, -2.5])
-def test_move_beyond_tolerance_fails(baselined, tmp_path, capsys, delta):
-    baselined["clone"][("mnist", "mad", "knockoff", "soft")] = 80.0 + delta
-    assert run(tmp_path, "--tolerance", "2.0") == 1
-    assert "REGRESSION" in capsys.readouterr().out
+def test_mean_shift_within_tolerance_passes(baselined, tmp_path, capsys):
+    baselined["clone"][("mnist", "vanilla", "knockoff", "soft")] = 90.0 + TOL - 0.1
+    assert run(tmp_path) == 0
+    assert "within" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_mean_shift_beyond_tolerance_fails(baselined, tmp_path, capsys, sign):
+    baselined["clone"][("mnist", "mad", "knockoff", "soft")] = 80.0 + sign * (TOL + 0.1)
+    assert run(tmp_path) == 1
+    out = capsys.readouterr().out
+    assert "REGRESSION" in out and "worst group: mnist/mad/knockoff/soft" in out
+
+
+def test_one_seed_alone_is_averaged_out(baselined, tmp_path, monkeypatch):
+    """A single seed moving by 2 x tolerance moves the mean by 2/3 of it: not a regression."""
+    monkeypatch.setitem(SPREAD, 2, 1.0 + 2 * TOL)
+    assert run(tmp_path, "--seeds", "0,1,2") == 0
 
 
 def test_benign_accuracy_is_checked(baselined, tmp_path, capsys):
     baselined["benign"]["vanilla"] = 94.0
     assert run(tmp_path) == 1
-    assert "mnist/vanilla/victim/-/0" in capsys.readouterr().out
+    assert "mnist/vanilla/victim" in capsys.readouterr().out
 
 
-def test_per_cell_tolerance_overrides_default(baselined, tmp_path):
+def test_fixed_tolerance_overrides_and_survives_update(baselined, tmp_path):
     path = tmp_path / "ci" / "baseline.json"
-    b = json.loads(path.read_text())
-    b["cells"]["mnist/mad/knockoff/soft/0"]["tolerance"] = 5.0
+    b = baseline_json(tmp_path)
+    b["groups"]["mnist/mad/knockoff/soft"]["tolerance_fixed"] = 5.0
+    b["groups"]["mnist/mad/knockoff/soft"]["tolerance"] = 5.0
     path.write_text(json.dumps(b))
     baselined["clone"][("mnist", "mad", "knockoff", "soft")] = 84.0
     assert run(tmp_path) == 0
     baselined["clone"][("mnist", "mad", "knockoff", "soft")] = 86.0
     assert run(tmp_path) == 1
     assert run(tmp_path, "--update") == 0   # an update keeps the hand-set tolerance
-    assert json.loads(path.read_text())["cells"]["mnist/mad/knockoff/soft/0"]["tolerance"] == 5.0
+    assert baseline_json(tmp_path)["groups"]["mnist/mad/knockoff/soft"]["tolerance"] == 5.0
 
 
-def test_missing_cell_is_a_regression(baselined, tmp_path, capsys):
+def test_missing_group_is_a_regression(baselined, tmp_path, capsys):
     del baselined["clone"][("mnist", "vanilla", "jbda", "hard")]
     assert run(tmp_path) == 1
     assert "MISSING" in capsys.readouterr().out
@@ -109,7 +138,7 @@ def test_failed_cell_is_a_regression(baselined, tmp_path, capsys):
     assert "FAILED" in capsys.readouterr().out
 
 
-def test_new_cell_is_listed_but_passes(baselined, tmp_path, capsys):
+def test_new_group_is_listed_but_passes(baselined, tmp_path, capsys):
     baselined["clone"][("mnist", "vanilla", "knockoff", "hard")] = 85.0
     assert run(tmp_path) == 0
     assert "new" in capsys.readouterr().out
@@ -118,7 +147,7 @@ def test_new_cell_is_listed_but_passes(baselined, tmp_path, capsys):
 @pytest.mark.parametrize("args,needle", [
     (["--profile", "nope"], "unknown profile"),
     ([], "no baseline"),
-    (["--tolerance", "-1"], "--tolerance"),
+    (["--jobs", "0"], "--jobs"),
 ])
 def test_bad_input_exits_2_before_running(matrix, tmp_path, capsys, args, needle):
     assert run(tmp_path, *args) == 2
@@ -127,11 +156,25 @@ def test_bad_input_exits_2_before_running(matrix, tmp_path, capsys, args, needle
     assert matrix["calls"] == 0
 
 
-def test_unreadable_baseline_exits_2(matrix, tmp_path, capsys):
+def test_fewer_than_three_seeds_are_refused(matrix, tmp_path, capsys):
+    assert run(tmp_path, "--update", "--seeds", "0,1") == 2
+    assert "at least 3 seeds" in capsys.readouterr().err and matrix["calls"] == 0
+
+
+def test_seeds_are_recorded_and_rerun(matrix, tmp_path):
+    assert run(tmp_path, "--update", "--seeds", "3,4,5,6") == 0
+    assert baseline_json(tmp_path)["seeds"] == [3, 4, 5, 6]
+    assert run(tmp_path) == 0 and matrix["kw"]["seeds"] == [3, 4, 5, 6]
+
+
+def test_unreadable_or_old_baseline_exits_2(matrix, tmp_path, capsys):
     (tmp_path / "ci").mkdir()
     (tmp_path / "ci" / "baseline.json").write_text("{not json")
     assert run(tmp_path) == 2
     assert "cannot read baseline" in capsys.readouterr().err
+    (tmp_path / "ci" / "baseline.json").write_text(json.dumps({"profile": "ci", "cells": {}}))
+    assert run(tmp_path) == 2
+    assert "schema-2" in capsys.readouterr().err
 
 
 def test_out_with_old_records_is_refused(baselined, tmp_path, capsys):
@@ -147,13 +190,12 @@ def test_update_publishes_records_and_tables(matrix, tmp_path, monkeypatch):
     assert run(tmp_path, "--update") == 0
     ci = tmp_path / "ci"
     assert (ci / "records" / "cells").is_dir() and (ci / "table2.md").exists()
-    assert "90.00 (0.92×)" in (ci / "table2.md").read_text()
 
 
 def matrix_runner(state):
     def fake(profile, out, **kw):
-        cells = [S.cell(ds, d, a, lb, acc, state["benign"][d], profile=profile)
-                 for (ds, d, a, lb), acc in state["clone"].items()]
+        cells = [S.cell(ds, d, a, lb, acc, state["benign"][d], seed=s, profile=profile)
+                 for (ds, d, a, lb), acc in state["clone"].items() for s in kw["seeds"]]
         S.write(cells, Path(out))
         return cells
     return fake
@@ -165,8 +207,7 @@ def test_update_refuses_failed_cells_unless_allowed(matrix, tmp_path, capsys):
     assert "baseline not written" in capsys.readouterr().err
     assert not (tmp_path / "ci" / "baseline.json").exists()
     assert run(tmp_path, "--update", "--allow-failed") == 0
-    b = json.loads((tmp_path / "ci" / "baseline.json").read_text())
-    assert b["cells"]["mnist/vanilla/jbda/hard/0"] == {"clone_acc": None}
+    assert baseline_json(tmp_path)["groups"]["mnist/vanilla/jbda/hard"]["mean"] is None
     assert run(tmp_path) == 0                      # still failing: unchanged, not a regression
     matrix["failed"].clear()
     assert run(tmp_path) == 0                      # fixed: listed as new
@@ -175,8 +216,7 @@ def test_update_refuses_failed_cells_unless_allowed(matrix, tmp_path, capsys):
 
 def test_slice_is_recorded_and_rerun(matrix, tmp_path, capsys):
     assert run(tmp_path, "--update", "--datasets", "mnist", "--defenses", "vanilla,mad") == 0
-    b = json.loads((tmp_path / "ci" / "baseline.json").read_text())
-    assert b["slice"] == {"datasets": ["mnist"], "defenses": ["vanilla", "mad"]}
+    assert baseline_json(tmp_path)["slice"] == {"datasets": ["mnist"], "defenses": ["vanilla", "mad"]}
     matrix["kw"] = None
     assert run(tmp_path) == 0                       # no options: the baseline's slice again
     assert matrix["kw"]["datasets"] == ["mnist"] and matrix["kw"]["defenses"] == ["vanilla", "mad"]
@@ -188,7 +228,7 @@ def test_slice_is_recorded_and_rerun(matrix, tmp_path, capsys):
 def test_bad_slice_in_baseline_exits_2(matrix, tmp_path, capsys):
     p = tmp_path / "ci" / "baseline.json"
     p.parent.mkdir(parents=True)
-    p.write_text(json.dumps({"profile": "ci", "cells": {}, "slice": {"models": ["x"]}}))
+    p.write_text(json.dumps({"schema": 2, "profile": "ci", "groups": {}, "slice": {"models": ["x"]}}))
     assert run(tmp_path) == 2
     assert "'slice'" in capsys.readouterr().err
 
@@ -202,11 +242,11 @@ def test_update_from_a_finished_run(real_root, tiny_profile, tmp_path, monkeypat
     (rec,) = runner.run_matrix("tiny", tmp_path / "run", attacks=["knockoff"], labels=["hard"],
                                data_root=real_root, progress=False)
     base = tmp_path / "slice" / "baseline.json"
-    args = ["--profile", "tiny", "--baseline", str(base), "--update", "--attacks", "knockoff",
-            "--labels", "hard"]
+    args = ["--profile", "tiny", "--baseline", str(base), "--seeds", "0", "--allow-few-seeds",
+            "--update", "--attacks", "knockoff", "--labels", "hard"]
     assert check.main(args + ["--from", str(tmp_path / "run")]) == 0
     b = json.loads(base.read_text())
-    assert b["cells"]["mnist/vanilla/knockoff/hard/0"]["clone_acc"] == round(rec.clone_acc, 4)
+    assert b["groups"]["mnist/vanilla/knockoff/hard"]["values"] == {"0": round(rec.clone_acc, 4)}
     assert b["slice"] == {"attacks": ["knockoff"], "labels": ["hard"]}
     assert b["commit"] == rec.provenance["git_commit"]
     # soft-label cells were never run there: refused, nothing written
@@ -214,16 +254,40 @@ def test_update_from_a_finished_run(real_root, tiny_profile, tmp_path, monkeypat
     assert check.main(["--profile", "tiny", "--baseline", str(base), "--from", "x"]) == 2
 
 
-def test_calibrate_widens_tolerances_from_a_noise_run(baselined, tmp_path, capsys):
-    """A second run that moved one value by 2.5 points: that value gets 2 x 2.5, others the floor."""
-    baselined["clone"][("mnist", "vanilla", "jbda", "hard")] = 72.5
-    assert run(tmp_path, "--out", str(tmp_path / "noise")) == 1   # moved by 2.5 > 2: a regression
+def test_calibrate_widens_tolerances_from_platform_runs(baselined, tmp_path, capsys):
+    """A run on another platform moved one group's mean by 2 x TOL: its tolerance becomes
+    1.5 x that, and that platform passes; other groups keep the seed-spread tolerance."""
+    baselined["clone"][("mnist", "vanilla", "jbda", "hard")] = 70.0 + 2 * TOL
+    assert run(tmp_path, "--out", str(tmp_path / "noise")) == 1   # a regression before calibrating
     assert run(tmp_path, "--calibrate", str(tmp_path / "noise")) == 0
-    b = json.loads((tmp_path / "ci" / "baseline.json").read_text())
-    assert b["cells"]["mnist/vanilla/jbda/hard/0"]["tolerance"] == {"clone_acc": 5.0}
-    assert b["cells"]["mnist/vanilla/knockoff/soft/0"]["tolerance"] == {"clone_acc": 4.0}
-    assert b["calibration"]["moved"]["mnist/vanilla/jbda/hard/0:clone_acc"] == 2.5
+    b = baseline_json(tmp_path)
+    g = b["groups"]["mnist/vanilla/jbda/hard"]
+    assert g["noise"]["platform_dev"] == pytest.approx(2 * TOL) and g["noise"]["df"] == 4
+    assert g["tolerance"] == pytest.approx(1.5 * 2 * TOL)
+    assert b["groups"]["mnist/vanilla/knockoff/soft"]["tolerance"] == TOL
+    assert len(b["calibration"]["runs"]) == 1
     assert run(tmp_path) == 0                                       # now within
-    baselined["clone"][("mnist", "vanilla", "jbda", "hard")] = 76.0
-    assert run(tmp_path) == 1                                       # 6 points is still caught
+    baselined["clone"][("mnist", "vanilla", "jbda", "hard")] = 70.0 + 3.1 * TOL
+    assert run(tmp_path) == 1                                       # further is still caught
     assert run(tmp_path, "--calibrate", str(tmp_path / "nowhere")) == 2
+
+
+def test_calibration_pools_the_seed_spread(baselined, tmp_path, monkeypatch):
+    """A platform whose seeds spread 3x wider widens every tolerance through the pooled sd."""
+    for s, off in {0: -3.0, 1: 0.0, 2: 3.0}.items():
+        monkeypatch.setitem(SPREAD, s, off)
+    assert run(tmp_path, "--out", str(tmp_path / "wide")) == 0
+    assert run(tmp_path, "--calibrate", str(tmp_path / "wide")) == 0
+    g = baseline_json(tmp_path)["groups"]["mnist/mad/victim"]
+    assert g["noise"]["seed_sd"] == pytest.approx(math.sqrt((2 + 18) / 4), abs=1e-3)
+    assert g["tolerance"] == pytest.approx(4.0 * math.sqrt(5) * math.sqrt(2 / 3), abs=0.01)
+
+
+def test_a_narrower_slice_checks_only_its_groups(baselined, tmp_path, capsys):
+    baselined["clone"] = {k: v for k, v in baselined["clone"].items() if k[1] == "mad"}
+    baselined["benign"] = {"mad": 97.0}
+    assert run(tmp_path, "--defenses", "mad") == 0
+    out = capsys.readouterr().out
+    assert "2 groups checked" in out and "vanilla" not in out.split("baseline:")[0]
+    assert check.in_slice("mnist/mad/victim", {"defenses": ["mad"], "labels": ["soft"]})
+    assert not check.in_slice("mnist/mad/knockoff/hard", {"labels": ["soft"]})
