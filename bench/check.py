@@ -148,6 +148,17 @@ def load_baseline(path: Path, profile: str) -> dict:
     return b
 
 
+def previous_baseline(path: Path, profile: str) -> dict | None:
+    """With --update: the baseline being replaced, if it is a usable one (its rule and hand-set
+    tolerances carry over); an older schema or a missing file just gets replaced."""
+    try:
+        return load_baseline(path, profile)
+    except BadInput:
+        if path.exists():
+            print(f"replacing {path}: not a usable schema-{B.SCHEMA} baseline", file=sys.stderr)
+        return None
+
+
 def slice_of(a, old: dict | None) -> dict:
     """The cells to run: the options given, else the slice the baseline was made from."""
     given = {k: [x.strip() for x in getattr(a, k).split(",") if x.strip()]
@@ -291,7 +302,7 @@ def _main(a) -> int:
         raise BadInput("--from only makes sense with --update (a check always runs the matrix)")
     if a.calibrate:
         return _calibrate(a)
-    old = None if a.update and not a.baseline.exists() else load_baseline(a.baseline, a.profile)
+    old = previous_baseline(a.baseline, a.profile) if a.update else load_baseline(a.baseline, a.profile)
     if a.out and (a.out / "records").exists():
         raise BadInput(f"{a.out} already holds records/ (cached cells would not be re-run); "
                        "give an empty or new folder")

@@ -291,3 +291,11 @@ def test_a_narrower_slice_checks_only_its_groups(baselined, tmp_path, capsys):
     assert "2 groups checked" in out and "vanilla" not in out.split("baseline:")[0]
     assert check.in_slice("mnist/mad/victim", {"defenses": ["mad"], "labels": ["soft"]})
     assert not check.in_slice("mnist/mad/knockoff/hard", {"labels": ["soft"]})
+
+
+def test_update_replaces_an_old_schema_baseline(matrix, tmp_path, capsys):
+    p = tmp_path / "ci" / "baseline.json"
+    p.parent.mkdir(parents=True)
+    p.write_text(json.dumps({"schema": 1, "profile": "ci", "cells": {}}))
+    assert run(tmp_path, "--update") == 0
+    assert "replacing" in capsys.readouterr().err and baseline_json(tmp_path)["schema"] == 2
