@@ -64,6 +64,11 @@ class Attack:
         """The number of oracle queries this attack will make."""
         raise NotImplementedError
 
+    def seed_images(self) -> int:
+        """How many of the victim's training images the attacker is assumed to hold (JBDA's
+        seed set); the runner hands over exactly these and nothing more."""
+        return 0
+
     def run(self, oracle, actx: AttackContext) -> nn.Module:
         raise NotImplementedError
 

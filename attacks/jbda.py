@@ -34,6 +34,9 @@ class JBDA(Attack):
         p = self.params
         return p["seed_size"] * (2 ** p["rounds"] - 1)
 
+    def seed_images(self) -> int:
+        return self.params["seed_size"]
+
     def run(self, oracle, actx: AttackContext):
         if actx.seed_set is None:
             raise ValueError("jbda needs seed images (AttackContext.seed_set)")

@@ -33,7 +33,7 @@ from tabulate import tabulate
 from . import baseline as B
 from . import records as R
 from .baseline import BadInput
-from .io import CorruptFileError, git_commit, read_json, write_json
+from .io import CorruptFileError, git_commit, read_json, write_json, write_text
 
 DEFAULT_BASELINE = Path("results/ci/baseline.json")
 SLICE_KEYS = ("datasets", "defenses", "attacks", "labels")
@@ -278,7 +278,8 @@ def parse_args(argv=None):
     for k in SLICE_KEYS:
         ap.add_argument(f"--{k}", help=f"comma-separated {k} of the profile to run (default: the "
                         "baseline's slice, else all)")
-    ap.add_argument("--progress", action="store_true", help="progress bars")
+    ap.add_argument("--no-progress", action="store_true",
+                    help="no progress (default: bars on a terminal, a line per victim and cell in a log)")
     return ap.parse_args(argv)
 
 
@@ -315,7 +316,8 @@ def _main(a) -> int:
         if a.from_dir:
             cells, victims = collect(a.profile, a.from_dir, slice_, seeds, run_dir)
         else:
-            cells, victims = run(a.profile, run_dir, data_root(a.data_root), a.jobs, a.progress, slice_, seeds)
+            cells, victims = run(a.profile, run_dir, data_root(a.data_root), a.jobs, not a.no_progress,
+                                     slice_, seeds)
     except (ValueError, OSError) as e:
         raise BadInput(f"the {a.profile} matrix could not start: {e}") from e
     commit = started_at or B.most_common_commit(cells + victims)
@@ -361,11 +363,34 @@ def _calibrate(a) -> int:
         base = B.add_calibration(base, B.measure(cells, victims), str(src), B.platform_of(recs),
                                  B.most_common_commit(recs))
     write_json(a.baseline, base)
-    rows = [[g, e["noise"]["seed_sd"], e["noise"]["platform_dev"], e["tolerance"]]
-            for g, e in sorted(base["groups"].items())]
-    print(tabulate(rows, ["group", "seed sd", "max platform Δ", "tolerance"], tablefmt="github"))
-    print(f"wrote tolerances into {a.baseline} from {len(base['calibration']['runs'])} calibration runs")
+    text = calibration_table(base)
+    write_text(a.baseline.with_name("calibration.md"), text)
+    print(text)
+    print(f"wrote tolerances into {a.baseline} from {len(base['calibration']['runs'])} calibration runs "
+          f"(table: {a.baseline.with_name('calibration.md')})")
     return 0
+
+
+def calibration_table(base: dict) -> str:
+    """Markdown: every group's baseline mean ± sd, each platform's mean, the pooled seed sd,
+    the largest platform shift and the tolerance they give."""
+    runs = base.get("calibration", {}).get("runs", [])
+    rule = base["rule"]
+    head = ["group", "baseline"] + [f"P{i + 1}" for i in range(len(runs))] + \
+           ["pooled seed sd", "max platform Δ", "tolerance"]
+    rows = []
+    for g, e in sorted(base["groups"].items()):
+        means = [r["means"].get(g) for r in runs]
+        rows.append([g, _ms(e["values"])] + ["—" if m is None else f"{m:.2f}" for m in means]
+                    + [f"{e['noise']['seed_sd']:.2f}", f"{e['noise']['platform_dev']:.2f}", f"{e['tolerance']:.2f}"])
+    lines = ["# Regression-check calibration", "",
+             f"Baseline `{base['profile']}` over seeds {base['seeds']} at commit {str(base['commit'])[:12]} "
+             f"on {base.get('platform')}. Tolerance = max({rule['floor']}, {rule['z']} x pooled seed sd x "
+             f"sqrt(2/n), {rule['margin']} x max platform Δ) (bench/baseline.py). Platforms:", ""]
+    lines += [f"- P{i + 1}: {r['platform']} (`{r['source']}`, commit {str(r['commit'])[:12]})"
+              for i, r in enumerate(runs)]
+    lines += ["", tabulate(rows, head, tablefmt="github", disable_numparse=True), ""]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

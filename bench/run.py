@@ -21,6 +21,7 @@ from . import data as D
 from . import records as R
 from .io import CorruptFileError, config_hash, load_state, provenance, read_json, save_state, write_json
 from .oracle import Oracle
+from .progress import LineProgress
 from .profiles import Profile, get_profile, with_filters
 from .train import Context, accuracy, predict, seed_everything
 
@@ -269,7 +270,7 @@ def run_cell(profile, dataset, defense_name, attack_name, label, seed, out, data
         test = roles["test"]
         actx = AttackContext(clone_arch=profile.arch, num_classes=roles["num_classes"],
                              in_channels=roles["in_channels"], input_size=roles["input_size"],
-                             query_set=roles["query"].x, seed_set=roles["train"].x, device=device,
+                             query_set=roles["query"].x, seed_set=seed_set(attack, roles["train"]), device=device,
                              seed=seed, progress=progress, arch_params=dict(profile.arch_params),
                              mean=test.mean, std=test.std)
         oracle = Oracle(victim, attack.budget(), label, device)
@@ -293,6 +294,12 @@ def run_cell(profile, dataset, defense_name, attack_name, label, seed, out, data
     rec.wall_time_s = time.time() - t0
     R.save(cell_record_path(out, dataset, defense_name, attack_name, label, seed, key), rec)
     return rec
+
+
+def seed_set(attack, train):
+    """Only the training images the threat model gives the attacker (JBDA: its first seeds)."""
+    n = attack.seed_images()
+    return train.x[:n].clone() if n else None
 
 
 def plan(profile: Profile) -> list[tuple]:
@@ -343,13 +350,19 @@ def run_matrix(profile, out=None, datasets=None, defenses=None, attacks=None, la
         else:
             todo.append(c)
     threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
-    args = (out, data_root, device, progress and jobs == 1, threads)
+    bars = progress and jobs == 1 and sys.stderr.isatty()   # a terminal: bars; a log: lines
+    args = (out, data_root, device, bars, threads)
     victims = sorted({(c[0], c[1], c[4]) for c in todo}, key=lambda v: ("+" in v[1], v))
-    for msg in _map(_victim_worker, profile, victims, jobs, args, backend, scheduler):
+    log = LineProgress(len(victims), "victim", progress and not bars)
+    for v, msg in zip(victims, _map(_victim_worker, profile, victims, jobs, args, backend, scheduler)):
         if msg:
             print(f"victim failed: {msg}", file=sys.stderr)
+        log.done("/".join(map(str, v)), "FAILED" if msg else "ready")
+    log = LineProgress(len(todo), "cell", progress and not bars)
     for c, rec in zip(todo, _map(_worker, profile, todo, jobs, args, backend, scheduler)):
         done[c] = rec
+        log.done("/".join(map(str, c)), f"clone {rec.clone_acc:.2f} ({rec.wall_time_s:.0f} s)"
+                 if rec.status == "ok" else f"FAILED {rec.error}")
     records = [done[c] for c in cells]
     write_summary(profile, out, records)
     return records
@@ -361,10 +374,10 @@ def _map(fn, profile, items, jobs, args, backend, scheduler):
     if backend == "dask":
         from .backends import dask_map
         return dask_map(fn, profile, items, jobs, args, scheduler)
-    if jobs == 1:
-        return [fn(profile, it, *args) for it in items]
+    if jobs == 1:   # lazily, so progress lines appear as units finish
+        return (fn(profile, it, *args) for it in items)
     from joblib import Parallel, delayed
-    return Parallel(n_jobs=jobs)(delayed(fn)(profile, it, *args) for it in items)
+    return Parallel(n_jobs=jobs, return_as="generator")(delayed(fn)(profile, it, *args) for it in items)
 
 
 def select(profile: Profile, datasets=None, defenses=None, attacks=None, labels=None, seeds=None,

@@ -156,7 +156,8 @@ def predict(kind: str, impl: str, prim: dict, B: int, C: int, n: int = 5) -> lis
 
     prim (seconds): M_f, M_h per batch of B; M_f1 a forward of one query; M_b one backward
     of one query's class log-probability (last layer, as defenses/mad.py's reference does it),
-    M_b_full the same through the whole network (the original MAD code's loss.backward());
+    M_b_full the same w.r.t. every parameter (the original MAD code's max_grad_layer='all'
+    option; its default, like ours, takes the last layer only);
     S / S_argmax MAD's search per query. The first row is the paper's formula; for MAD's
     reference extra rows show what the formula leaves out ('ours' formulas are marked).
     """
@@ -179,7 +180,7 @@ def predict(kind: str, impl: str, prim: dict, B: int, C: int, n: int = 5) -> lis
                          "M_f + B(M_f1 + C·M_b + S) (ours: + one surrogate forward per query)"))
         if prim.get("M_b_full") is not None:
             rows.append((Mf + B * (C * prim["M_b_full"] + S),
-                         "M_f + B(C·M_b,full + S) (original code's whole-network backward)"))
+                         "M_f + B(C·M_b,full + S) (original code's max_grad_layer='all' option; default: last layer)"))
         return rows
     if kind == "edm":
         if Mh is None:
@@ -382,8 +383,8 @@ def render_table4(rec: dict) -> str:
               "M_f: one forward of a batch of B (victim architecture); M_h: EDM's hash net forward "
               "of a batch of B; per query: M_f1 one forward of a single query, M_b one backward of "
               "one class's log-probability w.r.t. the last layer (as `defenses/mad.py`'s reference "
-              "does, C per query), M_b,full the same through the whole network (as the original "
-              "MAD code's `loss.backward()`), S / S_argmax MAD's search (`search_reference`) on a "
+              "does, C per query), M_b,full the same w.r.t. every parameter (the original "
+              "MAD code's `max_grad_layer='all'` option; its default, like ours, takes the last layer only), S / S_argmax MAD's search (`search_reference`) on a "
               "random Jacobian.", "",
               "| B | " + " | ".join(PRIM_KEYS) + " |", "|---:|" + "---:|" * len(PRIM_KEYS)]
     for b in Bs:

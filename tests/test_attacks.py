@@ -70,3 +70,18 @@ def test_every_attack_has_paper_defaults():
     for name in list_attacks():
         att = get_attack(name)
         assert att.budget() > 0
+
+
+@pytest.mark.parametrize("name", list_attacks())
+def test_runner_hands_over_only_the_seed_images_the_attack_may_hold(name):
+    """Threat model: JBDA gets its first seed_size training images, other attacks none."""
+    from bench.data import ImageSet
+    from bench.run import seed_set
+    train = ImageSet("gen", "train", torch.randn(50, 1, 8, 8), torch.zeros(50, dtype=torch.long), 10,
+                     (0.0,), (1.0,))
+    att = get_attack(name, **({"seed_size": 7} if name == "jbda" else {}))
+    given = seed_set(att, train)
+    if name == "jbda":
+        assert torch.equal(given, train.x[:7])
+    else:
+        assert given is None and att.seed_images() == 0

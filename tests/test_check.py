@@ -266,6 +266,8 @@ def test_calibrate_widens_tolerances_from_platform_runs(baselined, tmp_path, cap
     assert g["tolerance"] == pytest.approx(1.5 * 2 * TOL)
     assert b["groups"]["mnist/vanilla/knockoff/soft"]["tolerance"] == TOL
     assert len(b["calibration"]["runs"]) == 1
+    table = (tmp_path / "ci" / "calibration.md").read_text()
+    assert "| mnist/vanilla/jbda/hard" in table and "- P1: " in table
     assert run(tmp_path) == 0                                       # now within
     baselined["clone"][("mnist", "vanilla", "jbda", "hard")] = 70.0 + 3.1 * TOL
     assert run(tmp_path) == 1                                       # further is still caught

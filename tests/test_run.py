@@ -17,7 +17,9 @@ def test_knockoff_clone_beats_chance_and_reruns_are_cached(real_root, tiny_profi
     recs = runner.run_matrix(p, tmp_path / "a", data_root=real_root, progress=False)
     assert all(r.status == "ok" for r in recs), [r.error for r in recs]
     (r,) = recs
-    assert r.benign_acc > 80 and r.clone_acc > 40  # chance is 10%
+    # far from every platform measured (benign 94.6-95.2, clone 50.0-52.6 across kernel paths and
+    # thread counts; one seed of this clone moves by several points): only a broken pipeline fails
+    assert r.benign_acc > 80 and r.clone_acc > 25  # chance is 10%
     assert r.queries_used == 2000 and abs(r.relative - r.clone_acc / r.benign_acc) < 1e-9
     assert r.provenance["git_commit"] and r.wall_time_s > 0
     # a cached re-run trains and attacks nothing
@@ -28,9 +30,15 @@ def test_knockoff_clone_beats_chance_and_reruns_are_cached(real_root, tiny_profi
     assert _metrics(again) == _metrics(recs)
 
 
-def test_same_seed_same_numbers(real_root, tiny_profile, tmp_path):
+def test_same_seed_same_numbers(real_root, tiny_profile, tmp_path, capsys):
     a = runner.run_matrix(tiny_profile, tmp_path / "a", data_root=real_root, progress=False)
-    b = runner.run_matrix(tiny_profile, tmp_path / "b", data_root=real_root, progress=False)
+    assert capsys.readouterr().out == ""
+    b = runner.run_matrix(tiny_profile, tmp_path / "b", data_root=real_root, progress=True)
+    # not a terminal: a line per finished unit with the stage's ETA, no bars
+    lines = capsys.readouterr().out.splitlines()
+    assert "1 victim to run" in lines and "4 cells to run" in lines
+    assert any(ln.startswith("[4/4] cell mnist/vanilla/") and "ETA 0m00s" in ln for ln in lines)
+    assert not any("\r" in ln or "it/s" in ln for ln in lines)
     assert all(r.status == "ok" for r in a)
     assert _metrics(a) == _metrics(b)
     assert {r.attack for r in a} == {"knockoff", "jbda"} and {r.label for r in a} == {"soft", "hard"}
