@@ -144,7 +144,9 @@ register(Profile(
 # train at lr 0.03 with a cosine schedule to 0: measured on MNIST (3 seeds, AVX-512 vs
 # ATEN_CPU_CAPABILITY=default, 1 thread), lr 0.01 for 8 epochs gave 57.4 vs 60.6 with one seed
 # moving 7 points; lr 0.03 for 12 epochs 75.3 vs 76.5, no seed moving more than 4. Three seeds:
-# the check compares means (bench/baseline.py).
+# the check compares means (bench/baseline.py). Serving knobs are fixed, not tuned: the tuner's
+# discrete pick (MNIST MAD eps 0.5 on seed 0, 0.75 on seeds 1-2) spread MAD's soft-label JBDA
+# clones over 32.6-61.1 (sd 15), wider than any regression the check is meant to catch.
 CI_GRAY = TrainConfig(epochs=8, lr=0.05, step_every=5)
 register(Profile(
     name="ci", arch="smallcnn", roles=OFFLINE_ROLES,
@@ -152,13 +154,15 @@ register(Profile(
     attacks={"knockoff": {"budget": 3000, "epochs": 10, "lr": 0.03},
              "jbda": {"rounds": 3, "epochs_per_round": 5, "lr": SMALL_CLONE_LR}},
     train={"mnist": CI_GRAY, "fashionmnist": CI_GRAY}, train_size=8000, test_size=None,
-    query_size=4000, ood_size=2000, val_size=1000, tune=True, seeds=(0, 1, 2),
+    query_size=4000, ood_size=2000, val_size=1000, tune=False, seeds=(0, 1, 2),
+    defense_params={"mad": {"eps": 0.5}, "dcp": {"beta": 1.2}},
     deviations=("regression-check slice: 8,000 training images, 8 epochs at lr 0.05 (x0.1 after epoch 5), "
                 "all 10,000 test images, seeds 0-2",
                 "architecture: small CNN instead of ResNet-18",
                 "KnockoffNets: 3,000 queries, 10 epochs at lr 0.03 (cosine); JBDA: 3 rounds of 5 epochs "
                 "at lr 0.01 (paper: 0.1; the small-CNN clone is unstable there)",
-                "knob tuning: MAD eps / DCP beta within 0.5 points on 1,000 held-out images"),
+                "serving knobs fixed (MAD eps 0.5, DCP beta 1.2), not tuned: the tuner's discrete pick "
+                "varies between seeds and made MAD's clones the noisiest numbers of the check"),
 ))
 
 
