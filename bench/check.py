@@ -262,8 +262,9 @@ def parse_args(argv=None):
     ap.add_argument("--update", action="store_true", help="rewrite the baseline from this run "
                     "(drops the calibration runs: they were made by other code)")
     ap.add_argument("--from", dest="from_dir", type=Path,
-                    help="with --update: take the numbers from the records of a finished run in this "
-                    "folder (e.g. results/cpu) instead of running the matrix")
+                    help="take the numbers from the records of a finished run in this folder (e.g. "
+                    "results/cpu, or an earlier check's --out) instead of running the matrix: with "
+                    "--update a baseline from them, without it a check of them")
     ap.add_argument("--calibrate", type=Path, nargs="+", metavar="DIR",
                     help="add runs of the same slice by the same code on other platforms (each DIR a "
                     "--out of `bench.check`) and recompute the tolerances; runs nothing")
@@ -299,14 +300,14 @@ def _main(a) -> int:
         raise BadInput(str(e)) from e
     if a.jobs < 1:
         raise BadInput(f"--jobs must be >= 1, got {a.jobs}")
-    if a.from_dir and not a.update:
-        raise BadInput("--from only makes sense with --update (a check always runs the matrix)")
     if a.calibrate:
         return _calibrate(a)
     old = previous_baseline(a.baseline, a.profile) if a.update else load_baseline(a.baseline, a.profile)
     if a.out and (a.out / "records").exists():
         raise BadInput(f"{a.out} already holds records/ (cached cells would not be re-run); "
                        "give an empty or new folder")
+    if a.from_dir and not (a.from_dir / "records").is_dir():
+        raise BadInput(f"no records under {a.from_dir}/records to take the numbers from")
     slice_, seeds = slice_of(a, old), seeds_of(a, old, profile)
     run_dir = a.out or Path(tempfile.mkdtemp(prefix="stealbench-check-"))
     started_at = None if a.from_dir else git_commit()   # HEAD when the run began

@@ -251,7 +251,11 @@ def test_update_from_a_finished_run(real_root, tiny_profile, tmp_path, monkeypat
     assert b["commit"] == rec.provenance["git_commit"]
     # soft-label cells were never run there: refused, nothing written
     assert check.main(args[:-1] + ["soft", "--from", str(tmp_path / "run")]) == 2
-    assert check.main(["--profile", "tiny", "--baseline", str(base), "--from", "x"]) == 2
+    assert check.main(["--profile", "tiny", "--baseline", str(base), "--seeds", "0", "--allow-few-seeds",
+                       "--from", str(tmp_path / "nowhere")]) == 2
+    # without --update: a check of the finished run's records, nothing re-run
+    assert check.main(["--profile", "tiny", "--baseline", str(base), "--seeds", "0", "--allow-few-seeds",
+                       "--from", str(tmp_path / "run")]) == 0
 
 
 def test_calibrate_widens_tolerances_from_platform_runs(baselined, tmp_path, capsys):
