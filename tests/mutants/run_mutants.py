@@ -1,7 +1,8 @@
 """Mutation test of the regression check: plant one real fault at a time and show that
 ``python -m bench.check`` fails on each.
 
-    python tests/mutants/run_mutants.py [--faults a,b] [--victims-from DIR] [--jobs 2]
+    python tests/mutants/run_mutants.py [--faults a,b] [--victims-from DIR] [--jobs 2] [--keep]
+    python tests/mutants/run_mutants.py --recheck /tmp     # kept runs against a new baseline
 
 Each fault (``sitecustomize.py`` beside this file) runs the check on the slice it touches,
 on MNIST, over the baseline's seeds. ``--victims-from`` copies trained victim weights from
@@ -51,21 +52,23 @@ def copy_victims(src: Path, dest: Path) -> None:
         shutil.copytree(unit.parent, dest / "victims" / unit.parent.name, dirs_exist_ok=True)
 
 
-def run_fault(fault, baseline, jobs, victims_from, data_root, keep) -> dict:
-    out = Path(tempfile.mkdtemp(prefix=f"mutant-{fault}-"))
-    if victims_from and fault not in TRAINS_VICTIMS:
+def run_fault(fault, baseline, jobs, victims_from, data_root, keep, recheck=None) -> dict:
+    """Run the check with the fault planted; with ``recheck`` (a kept run folder of the same
+    fault) compare that run's records with the baseline instead of running again."""
+    out = recheck or Path(tempfile.mkdtemp(prefix=f"mutant-{fault}-"))
+    if victims_from and fault not in TRAINS_VICTIMS and not recheck:
         copy_victims(victims_from, out)
     env = {**os.environ, "STEALBENCH_FAULT": fault,
            "PYTHONPATH": os.pathsep.join([str(HERE), str(REPO), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "bench.check", "--baseline", str(baseline), "--datasets", "mnist",
-           *SLICES[fault], "--jobs", str(jobs), "--out", str(out)]
+           *SLICES[fault], "--jobs", str(jobs), *(["--from", str(out)] if recheck else ["--out", str(out)])]
     if data_root:
         cmd += ["--data-root", data_root]
     t0 = time.time()
     p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     text = p.stdout + p.stderr
     w, s = WORST.search(text), SUMMARY.search(text)
-    if not keep:
+    if not keep and not recheck:
         shutil.rmtree(out, ignore_errors=True)
     moved, tol = (float(w.group(2)), float(w.group(3))) if w else (None, None)
     return {"fault": fault, "what": FAULTS[fault].__doc__.strip(), "slice": ["mnist", *SLICES[fault]],
@@ -106,7 +109,10 @@ def main(argv=None) -> int:
     ap.add_argument("--victims-from", type=Path, help="a finished check run's --out folder")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--data-root")
-    ap.add_argument("--keep", action="store_true", help="keep each fault's run folder")
+    ap.add_argument("--keep", action="store_true", help="keep each fault's run folder (for --recheck)")
+    ap.add_argument("--recheck", type=Path, metavar="DIR",
+                    help="run nothing: compare the kept runs DIR/mutant-<fault>-* with the baseline "
+                    "again (after a re-calibration)")
     a = ap.parse_args(argv)
     faults = a.faults.split(",") if a.faults else list(FAULTS)
     bad = [f for f in faults if f not in FAULTS]
@@ -115,7 +121,11 @@ def main(argv=None) -> int:
         return 2
     results = []
     for fault in faults:
-        r = run_fault(fault, a.baseline, a.jobs, a.victims_from, a.data_root, a.keep)
+        kept = sorted(a.recheck.glob(f"mutant-{fault}-*")) if a.recheck else [None]
+        if not kept:
+            print(f"error: no kept run {a.recheck}/mutant-{fault}-*", file=sys.stderr)
+            return 2
+        r = run_fault(fault, a.baseline, a.jobs, a.victims_from, a.data_root, a.keep, kept[-1])
         print(json.dumps({k: v for k, v in r.items() if k != "tail"}), flush=True)
         if r["exit"] not in (0, 1):
             print("\n".join(r["tail"]), file=sys.stderr)
