@@ -21,7 +21,9 @@ import math
 from collections import Counter
 
 SCHEMA = 2
-RULE = {"z": 4.0, "floor": 1.0, "margin": 1.5}
+# floor 0.5: benign accuracy's seed sd is 0.03-0.2 and its largest platform shift 0.29 points;
+# a floor of 1.0 hid a victim trained at a tenth of its lr (MNIST benign -0.67, 11 sd).
+RULE = {"z": 4.0, "floor": 0.5, "margin": 1.5}
 
 
 class BadInput(Exception):

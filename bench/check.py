@@ -268,6 +268,9 @@ def parse_args(argv=None):
     ap.add_argument("--calibrate", type=Path, nargs="+", metavar="DIR",
                     help="add runs of the same slice by the same code on other platforms (each DIR a "
                     "--out of `bench.check`) and recompute the tolerances; runs nothing")
+    for k, v in B.RULE.items():
+        ap.add_argument(f"--{k}", type=float, help=f"with --calibrate: the tolerance rule's {k} "
+                        f"(default: the baseline's, else {v}; see bench/baseline.py)")
     ap.add_argument("--data-root", help="data folder (default: $STEALBENCH_DATA, else "
                     "../shared/data next to the repository if it exists, else the harness's)")
     ap.add_argument("--allow-failed", action="store_true",
@@ -356,6 +359,7 @@ def _calibrate(a) -> int:
     if a.update:
         raise BadInput("--calibrate takes no --update (update first, then calibrate)")
     base = load_baseline(a.baseline, a.profile)
+    base["rule"] = {**base.get("rule", {}), **{k: getattr(a, k) for k in B.RULE if getattr(a, k) is not None}}
     for src in a.calibrate:
         if not (src / "records").is_dir():
             raise BadInput(f"no records under {src}/records to calibrate from")

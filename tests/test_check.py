@@ -289,6 +289,14 @@ def test_calibration_pools_the_seed_spread(baselined, tmp_path, monkeypatch):
     assert g["tolerance"] == pytest.approx(4.0 * math.sqrt(5) * math.sqrt(2 / 3), abs=0.01)
 
 
+def test_calibrate_can_set_the_rule(baselined, tmp_path):
+    assert run(tmp_path, "--out", str(tmp_path / "same")) == 0
+    assert run(tmp_path, "--calibrate", str(tmp_path / "same"), "--floor", "5", "--z", "2") == 0
+    b = baseline_json(tmp_path)
+    assert b["rule"] == {"z": 2.0, "floor": 5.0, "margin": 1.5}
+    assert b["groups"]["mnist/mad/victim"]["tolerance"] == 5.0       # the floor wins over 2 x 0.82
+
+
 def test_a_narrower_slice_checks_only_its_groups(baselined, tmp_path, capsys):
     baselined["clone"] = {k: v for k, v in baselined["clone"].items() if k[1] == "mad"}
     baselined["benign"] = {"mad": 97.0}
