@@ -79,10 +79,12 @@ def run_fault(fault, baseline, jobs, victims_from, data_root, keep, recheck=None
             "wall_s": round(time.time() - t0, 1), "tail": text.strip().splitlines()[-3:]}
 
 
-def write(results: list[dict], dest: Path, baseline: Path) -> None:
+def write(results: list[dict], dest: Path, baseline: Path, recheck: Path | None = None) -> None:
     from bench.io import git_commit, platform_label, provenance, write_json, write_text
     prov = provenance()
+    baseline = baseline.resolve().relative_to(REPO) if baseline.resolve().is_relative_to(REPO) else baseline
     write_json(dest / "mutants.json", {"baseline": str(baseline), "git_commit": git_commit(),
+                                       "rechecked_from": str(recheck) if recheck else None,
                                        "platform": platform_label(prov), "provenance": prov,
                                        "results": results})
     lines = ["# Mutation test of the regression check", "",
@@ -90,7 +92,9 @@ def write(results: list[dict], dest: Path, baseline: Path) -> None:
              f"{platform_label(prov)}, against `{baseline}`. Each row plants one fault "
              "(`tests/mutants/sitecustomize.py`) and runs `bench.check` on the slice it touches "
              "(MNIST, the baseline's seeds). *moved* is the worst group's change of its mean; the "
-             "check fails when a group moves by more than its tolerance.", "",
+             "check fails when a group moves by more than its tolerance."
+             + (f" Compared again (`--recheck {recheck}`) from the kept runs of each fault, against "
+                "the baseline as it is now; *wall_s* in the JSON is then the recheck's." if recheck else ""), "",
              "| fault | what | slice | worst group | moved | tolerance | moved / tol | regressions | check |",
              "|---|---|---|---|---:|---:|---:|---:|---|"]
     for r in results:
@@ -130,7 +134,7 @@ def main(argv=None) -> int:
         if r["exit"] not in (0, 1):
             print("\n".join(r["tail"]), file=sys.stderr)
         results.append(r)
-    write(results, a.baseline.parent, a.baseline)
+    write(results, a.baseline.parent, a.baseline, a.recheck)
     return 0 if all(r["caught"] for r in results) else 1
 
 
