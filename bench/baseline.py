@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import statistics
 from collections import Counter
 
 SCHEMA = 2
@@ -52,18 +53,16 @@ def measure(cells, victims) -> dict:
 
 
 def mean(values: dict) -> float | None:
+    """Mean over seeds; None when any seed failed (or there are none)."""
     vals = list(values.values())
     if not vals or any(v is None for v in vals):
         return None
-    return sum(vals) / len(vals)
+    return statistics.fmean(vals)
 
 
 def std(values: dict) -> float:
     vals = [v for v in values.values() if v is not None]
-    if len(vals) < 2:
-        return 0.0
-    m = sum(vals) / len(vals)
-    return math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))
+    return statistics.stdev(vals) if len(vals) >= 2 else 0.0
 
 
 # ------------------------------------------------------------------ tolerances
@@ -87,8 +86,8 @@ def set_tolerances(baseline: dict) -> dict:
         others = [r["values"][name] for r in cal if name in r.get("values", {})]
         sd, df = pooled_sd([g["values"], *others])
         n = max(1, sum(v is not None for v in g["values"].values()))
-        devs = [abs(mean(o) - g["mean"]) for o in others if mean(o) is not None and g["mean"] is not None]
-        dev = max(devs, default=0.0)
+        means = [m for m in map(mean, others) if m is not None] if g["mean"] is not None else []
+        dev = max((abs(m - g["mean"]) for m in means), default=0.0)
         g["noise"] = {"seed_sd": round(sd, 3), "df": df, "platform_dev": round(dev, 3),
                       "platform_runs": len(others)}
         if "tolerance_fixed" in g:   # set by hand; kept across updates

@@ -1,6 +1,7 @@
 """Atomic writes, safe loads and provenance for every result file."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -90,20 +91,22 @@ KERNEL_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "
               "MKL_ENABLE_INSTRUCTIONS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_CORETYPE")
 
 
-def _cpu_model() -> tuple[str, list[str]]:
+@functools.lru_cache(maxsize=None)   # fixed for the process; every record asks
+def _cpu_model() -> tuple[str, tuple[str, ...]]:
     """CPU model name and the SIMD flags that decide kernel paths (Linux; else platform's word)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return platform.processor() or platform.machine(), []
+        return platform.processor() or platform.machine(), ()
     first = lambda key: next((ln.split(":", 1)[1].strip() for ln in text.splitlines()  # noqa: E731
                               if ln.startswith(key)), "")
     flags = set(first("flags").split())
-    simd = [f for f in ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile")
-            if f in flags]
+    simd = tuple(f for f in ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile")
+                 if f in flags)
     return first("model name") or platform.machine(), simd
 
 
+@functools.lru_cache(maxsize=None)
 def _library_versions() -> dict:
     """BLAS / oneDNN / OpenMP builds torch was compiled with (from its build config)."""
     import re
@@ -118,9 +121,9 @@ def platform_info(device="cpu") -> dict:
     threads and the environment variables that override them. Two records whose
     platform differs may differ by platform noise; the check's tolerance covers that."""
     model, simd = _cpu_model()
-    info = {"cpu_model": model, "cpu_simd": simd, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    info = {"cpu_model": model, "cpu_simd": list(simd), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "threads": torch.get_num_threads(), "mkldnn_enabled": torch.backends.mkldnn.is_available()
-            and torch._C._get_mkldnn_enabled(), **_library_versions(),
+            and torch._C._get_mkldnn_enabled(), **dict(_library_versions()),
             "env": {k: os.environ[k] for k in KERNEL_ENV if k in os.environ}}
     if torch.device(device).type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
