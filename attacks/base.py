@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -25,6 +26,14 @@ class AttackContext:
     arch_params: dict = field(default_factory=dict)
     mean: tuple = (0.1307,)   # the API's input normalization (public, like the input shape)
     std: tuple = (0.3081,)
+    # The runner's measuring tape: called with the clone at the points where the reference
+    # code tests it (KnockoffNets: every epoch; JBDA: every round). It returns nothing, so
+    # the attack learns nothing from the test set; the runner keeps the accuracies.
+    on_checkpoint: Callable | None = None
+
+    def checkpoint(self, clone: nn.Module) -> None:
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(clone)
 
     def pixel_scale(self) -> torch.Tensor:
         """Normalized units per pixel unit, shaped (1, C, 1, 1)."""

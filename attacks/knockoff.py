@@ -45,11 +45,12 @@ class KnockoffNets(Attack):
         self.curve = {}  # budget -> clone, for budget curves
         for c in self.params["curve_budgets"]:
             self.curve[c] = self._train(actx, x[:c], answers[:c], f"knockoff@{c}")
-        return self._train(actx, x, answers, "knockoff")
+        return self._train(actx, x, answers, "knockoff", checkpoint=True)
 
-    def _train(self, actx, x, answers, desc):
+    def _train(self, actx, x, answers, desc, checkpoint=False):
         clone = actx.new_clone()
         p = self.params
         train_clone(clone, x, answers, actx, epochs=p["epochs"], lr=p["lr"], momentum=p["momentum"],
-                    weight_decay=p["weight_decay"], batch_size=p["batch_size"], schedule="cosine", desc=desc)
+                    weight_decay=p["weight_decay"], batch_size=p["batch_size"], schedule="cosine", desc=desc,
+                    checkpoint_epochs=checkpoint)
         return clone

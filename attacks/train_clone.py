@@ -8,8 +8,9 @@ from attacks.base import clone_loss
 
 
 def train_clone(clone, x, targets, actx, epochs, lr, momentum=0.9, weight_decay=5e-4,
-                batch_size=128, schedule="cosine", desc="clone", generator=None):
-    """Train ``clone`` on (x, oracle answers); answers are labels (N,) or probabilities (N, K)."""
+                batch_size=128, schedule="cosine", desc="clone", generator=None, checkpoint_epochs=False):
+    """Train ``clone`` on (x, oracle answers); answers are labels (N,) or probabilities (N, K).
+    ``checkpoint_epochs``: hand the clone to ``actx.checkpoint`` after every epoch."""
     opt = torch.optim.SGD(clone.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     steps_per_epoch = -(-len(x) // batch_size)
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
@@ -31,5 +32,8 @@ def train_clone(clone, x, targets, actx, epochs, lr, momentum=0.9, weight_decay=
                 if sched is not None:
                     sched.step()
                 bar.update(1)
+            if checkpoint_epochs:
+                clone.eval()
+                actx.checkpoint(clone)
     clone.eval()
     return clone

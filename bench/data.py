@@ -20,8 +20,10 @@ import torch
 from .registry import DATASETS
 
 GRAY_MEAN, GRAY_STD = (0.1307,), (0.3081,)
-CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+# The InI reference normalizes every colour set (CIFAR-10, CIFAR-100, SVHN, TinyImageNet) with
+# one transform: these values (src/datasets/__init__.py; the std is the widely copied
+# 0.2023/0.1994/0.2010, not CIFAR-10's pixel std 0.2470/0.2435/0.2616).
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 
 
 class DataMissingError(FileNotFoundError):
@@ -162,16 +164,20 @@ def kmnist(split="train", root=None):
     return _gray("kmnist", x, y, split, 10)
 
 
-def _emnist(kind, n_classes, label_offset):
+def _emnist(kind, n_classes, label_offset, upright):
     def load(split="train", root=None):
         x, y = _idx_set("EMNIST", f"emnist-{kind}-", split, root,
-                        _tv("EMNIST", split=kind, train=split == "train"), transpose=True)
-        return _gray(f"emnist-{kind}", x, y - label_offset, split, n_classes)
+                        _tv("EMNIST", split=kind, train=split == "train"), transpose=upright)
+        return _gray(f"emnist-{kind}{'-upright' if upright else ''}", x, y - label_offset, split, n_classes)
     return load
 
 
-DATASETS.register("emnist-letters")(_emnist("letters", 26, 1))
-DATASETS.register("emnist-balanced")(_emnist("balanced", 47, 0))
+# EMNIST's files store each image transposed. The plain names serve them as stored, which is
+# what torchvision's EMNIST (and so InI's reference code) gives; "-upright" transposes them to
+# MNIST's orientation. The reference's "emnist" query set is split="digits".
+for _kind, _k, _off in (("letters", 26, 1), ("balanced", 47, 0), ("digits", 10, 0)):
+    DATASETS.register(f"emnist-{_kind}")(_emnist(_kind, _k, _off, upright=False))
+    DATASETS.register(f"emnist-{_kind}-upright")(_emnist(_kind, _k, _off, upright=True))
 
 
 # ---------------------------------------------------------------- colour sets
@@ -200,8 +206,8 @@ def cifar10(split="train", root=None):
 @DATASETS.register("cifar100")
 def cifar100(split="train", root=None):
     x, y = _tv_colour("CIFAR100", split, root, ["cifar-100-python/meta"], train=split == "train")
-    return ImageSet("cifar100", split, _normalize(x, CIFAR100_MEAN, CIFAR100_STD), y, 100,
-                    CIFAR100_MEAN, CIFAR100_STD, augment=split == "train")
+    return ImageSet("cifar100", split, _normalize(x, CIFAR10_MEAN, CIFAR10_STD), y, 100,
+                    CIFAR10_MEAN, CIFAR10_STD, augment=split == "train")
 
 
 @DATASETS.register("svhn")
@@ -240,6 +246,22 @@ def load(name: str, split: str = "train", root=None) -> ImageSet:
     if split not in ("train", "test"):
         raise ValueError(f"unknown split {split!r}; accepted: 'train', 'test'")
     return DATASETS.lookup(name)(split=split, root=root)
+
+
+def with_victim_stats(ds: ImageSet, mean: tuple, std: tuple) -> ImageSet:
+    """``ds`` normalized with the victim's mean/std: every image the victim sees goes through
+    the victim's transform, whichever data set it comes from (as the reference code does).
+    Channels are matched first (gray <-> RGB, in pixel space). Same statistics: ``ds`` itself."""
+    if tuple(ds.mean) == tuple(mean) and tuple(ds.std) == tuple(std):
+        return ds
+    m = torch.tensor(ds.mean).view(1, -1, 1, 1)
+    s = torch.tensor(ds.std).view(1, -1, 1, 1)
+    pixels = ds.x * s + m
+    c = len(mean)
+    if pixels.shape[1] != c:
+        pixels = pixels.mean(1, keepdim=True) if c == 1 else pixels.expand(-1, c, -1, -1)
+    x = (pixels - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
+    return ImageSet(ds.name, ds.split, x.contiguous(), ds.y, ds.num_classes, tuple(mean), tuple(std), ds.augment)
 
 
 def as_victim_input(ds: ImageSet, in_channels: int, size: int) -> ImageSet:

@@ -41,11 +41,22 @@ class Profile:
     val_size: int = 2000                  # held out from the ID train split for knob tuning
     tune: bool = False                    # tune MAD eps / AM tau / DCP beta to similar benign acc
     tune_tolerance: float = 0.5
+    tune_anchor: str = "vanilla"          # accuracy to stay close to: "vanilla" victim (paper) | "base"
+    tune_split: str = "val"               # images tuned on: "val" (held out of train) | "test" (paper)
     defense_params: dict = field(default_factory=dict)   # defense -> params
+    dataset_defense_params: dict = field(default_factory=dict)   # dataset -> defense -> params (overrides)
     extra_defenses: dict = field(default_factory=dict)   # dataset -> extra defenses (ablations)
     arch_params: dict = field(default_factory=dict)
     export: tuple = ()                    # defenses whose trained victims are exported (bench.export)
     deviations: tuple = ()
+
+    def __post_init__(self):
+        if self.tune_anchor not in ("vanilla", "base"):
+            raise ValueError(f"profile {self.name}: tune_anchor={self.tune_anchor!r}; accepted: 'vanilla', 'base'")
+        if self.tune_split not in ("val", "test"):
+            raise ValueError(f"profile {self.name}: tune_split={self.tune_split!r}; accepted: 'val', 'test'")
+        if self.tune and self.tune_split == "val" and self.val_size < 1:
+            raise ValueError(f"profile {self.name}: tuning on 'val' needs val_size >= 1")
 
     def defenses_for(self, dataset: str) -> tuple:
         return tuple(self.defenses) + tuple(self.extra_defenses.get(dataset, ()))
@@ -56,9 +67,11 @@ class Profile:
         return d
 
 
-GRAY_ROLES = {
+GRAY_ROLES = {   # EMNIST as torchvision (and so the reference) serves it: stored orientation
     "mnist": Roles("mnist", "kmnist", "kmnist", "emnist-letters"),
-    "fashionmnist": Roles("fashionmnist", "kmnist", "kmnist", "emnist-balanced"),
+    # the paper says "EMNIST"; the reference's "emnist" is split="digits" (the spec reads "balanced",
+    # selectable as emnist-balanced)
+    "fashionmnist": Roles("fashionmnist", "kmnist", "kmnist", "emnist-digits"),
 }
 OFFLINE_ROLES = {  # what ../shared/data allows: KMNIST test split only, no EMNIST
     "mnist": Roles("mnist", "kmnist", "kmnist", "fashionmnist", ood_split="test", hash_split="test",
@@ -90,9 +103,18 @@ register(Profile(
     defenses=PAPER_DEFENSES + ("dcp",),
     attacks={"knockoff": {"budget": 50_000, "epochs": 50}, "jbda": {"rounds": 6, "epochs_per_round": 10}},
     train={"mnist": GRAY_RECIPE, "fashionmnist": GRAY_RECIPE, "cifar10": CIFAR_RECIPE, "cifar100": CIFAR_RECIPE},
-    tune=True, extra_defenses={"cifar10": ABLATIONS},
-    deviations=("none intended: the paper's settings (GPU work; needs EMNIST, KMNIST train, "
-                "CIFAR, SVHN and TinyImageNet under the data root)",),
+    tune=True, val_size=0, tune_split="test",   # the paper trains on every image and tunes on the test set
+    dataset_defense_params={"cifar100": {"dcp": {"gamma": 0.1}}},
+    extra_defenses={"cifar10": ABLATIONS},
+    deviations=(
+        "the paper's settings as InI's reference code runs them (GPU work; needs EMNIST, KMNIST train, CIFAR, "
+        "SVHN and TinyImageNet under the data root); the differences that remain:",
+        "AM: the misinformation model learns to avoid the trained defender's top-1 on OOD images; the reference "
+        "trains both in one loop and takes the targets from the defender's current (train-mode) outputs",
+        "EDM: lambda_D = 1 (unpublished; chosen as defenses/edm.py explains)",
+        "KnockoffNets: cosine lr decay per step (the reference steps it per epoch)",
+        "FashionMNIST queries: EMNIST digits, the reference code's 'emnist' (the spec reads EMNIST balanced)",
+    ),
 ))
 
 CPU_GRAY = TrainConfig(epochs=3, step_every=2)
@@ -120,8 +142,8 @@ register(Profile(
                 "JBDA: 6 rounds and 9,450 queries as in the paper but 3 clone epochs per round (paper: 10)",
                 CLONE_LR_NOTE,
                 "Table 5 ablation on FashionMNIST (paper: CIFAR-10)",
-                "knob tuning: strongest MAD eps / AM tau / DCP beta within 0.5 points of the un-post-processed "
-                "model's accuracy on the 2,000 held-out images"),
+                "knob tuning: strongest MAD eps / AM tau / DCP beta within 0.5 points of the Vanilla victim's "
+                "accuracy (same data set and seed) on the 2,000 held-out images (paper: on the test set)"),
 ))
 
 SMOKE_GRAY = TrainConfig(epochs=2, lr=0.05, step_every=2)

@@ -51,7 +51,9 @@ class CellRecord:
     seed: int
     status: str = "ok"        # "ok" | "failed"
     benign_acc: float | None = None
-    clone_acc: float | None = None
+    clone_acc: float | None = None   # the clone as the attack returned it (final epoch / round)
+    clone_acc_best: float | None = None   # best over the reference's test points (its max(acc_list))
+    clone_acc_checkpoints: list = field(default_factory=list)   # KnockoffNets: per epoch; JBDA: per round
     relative: float | None = None    # clone_acc / benign_acc
     fidelity: float | None = None    # % agreement of clone and victim top-1 on the test set
     queries_used: int | None = None

@@ -18,7 +18,7 @@ import json
 import statistics
 import sys
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tabulate import tabulate
@@ -257,7 +257,35 @@ def table_benign(stats, paper, arch, name, table) -> Table:
                 _arch_notes(arch))
 
 
-def table_attack(stats, paper, arch, name, table, attack) -> Table:
+CLONE_METRICS = {
+    "final": "Clone accuracy: the clone as the attack returned it (last epoch or round); the reference "
+             "code reports the best over epochs (KnockoffNets) or rounds (JBDA): `--clone-metric best`.",
+    "best": "Clone accuracy: the best over the clone's epochs (KnockoffNets) or rounds (JBDA) on the "
+            "test set, as the reference code reports it (max(acc_list)); `--clone-metric final` shows the last.",
+}
+
+
+def use_clone_metric(records, which: str) -> list:
+    """Records whose clone_acc (and relative) is the chosen one; "best" drops cells recorded
+    before best-epoch accuracies existed, saying how many."""
+    if which == "final":
+        return list(records)
+    out, dropped = [], 0
+    for r in records:
+        if r.kind == "cell" and r.status == "ok":
+            if r.clone_acc_best is None:
+                dropped += 1
+                continue
+            rel = r.clone_acc_best / r.benign_acc if r.benign_acc else None
+            r = replace(r, clone_acc=r.clone_acc_best, relative=rel)
+        out.append(r)
+    if dropped:
+        print(f"note: {dropped} cells have no best-epoch accuracy (recorded before it existed); "
+              "left out of the best-epoch tables", file=sys.stderr)
+    return out
+
+
+def table_attack(stats, paper, arch, name, table, attack, clone_metric="final") -> Table:
     datasets = _datasets(stats, arch, paper, table)
     rows = [Row((P.defense_label(d),), d, P.paper_defense(d))
             for d in _main_defenses(stats, arch, paper, table, attack)]
@@ -265,12 +293,12 @@ def table_attack(stats, paper, arch, name, table, attack) -> Table:
     title = (f"Table {table}: {P.ATTACKS.get(attack, attack)} clone accuracy "
              f"(relative performance) ({P.arch_label(arch)})")
     notes = _arch_notes(arch) + ["Relative performance = clone accuracy / benign accuracy; "
-                                 "lower is a better defense."]
+                                 "lower is a better defense.", CLONE_METRICS[clone_metric]]
     return grid(name, title, ["Defense"], rows, cols, ("clone_acc", "relative"), stats, paper,
                 table, arch, notes)
 
 
-def table_ablation(stats, paper, arch, name) -> Table:
+def table_ablation(stats, paper, arch, name, clone_metric="final") -> Table:
     """Table 5: our ablation data sets, each beside the paper's CIFAR-10 ablation."""
     ours = sorted({k[1] for k in stats if k[0] == arch and k[2] in P.ABLATION_ONLY},
                   key=lambda d: (list(P.DATASETS) + [d]).index(d))
@@ -285,7 +313,7 @@ def table_ablation(stats, paper, arch, name) -> Table:
     cols = [Col(f"{P.ATTACKS[a]} {lb}", None, a, lb) for a in P.ATTACKS for lb in LABELS]
     notes = _arch_notes(arch) + [
         "Rows: Vanilla, only L_iso, only L_ind, InI without the gradient-norm term of L_ind, "
-        "full InI."]
+        "full InI.", CLONE_METRICS[clone_metric]]
     if any(r.paper_dataset for r in rows):
         notes.append("The paper's ablation is on CIFAR-10 only: where our data set differs, the "
                      "paper line shows its CIFAR-10 numbers and no difference is computed.")
@@ -294,20 +322,21 @@ def table_ablation(stats, paper, arch, name) -> Table:
                 paper, 5, arch, notes)
 
 
-def paper_tables(stats, paper, profile_arch=None) -> list[Table]:
+def paper_tables(stats, paper, profile_arch=None, clone_metric="final") -> list[Table]:
     archs = sorted({k[0] for k in stats})
     main = [a for a in archs if a != "vgg16"] or [profile_arch or "resnet18"]
+    cm = clone_metric
     tables = []
     for arch in main:
         sfx = "" if len(main) == 1 else f"_{arch}"
         tables += [table_benign(stats, paper, arch, f"table1{sfx}", "1"),
-                   table_attack(stats, paper, arch, f"table2{sfx}", "2", "knockoff"),
-                   table_attack(stats, paper, arch, f"table3{sfx}", "3", "jbda"),
-                   table_ablation(stats, paper, arch, f"table5{sfx}")]
+                   table_attack(stats, paper, arch, f"table2{sfx}", "2", "knockoff", cm),
+                   table_attack(stats, paper, arch, f"table3{sfx}", "3", "jbda", cm),
+                   table_ablation(stats, paper, arch, f"table5{sfx}", cm)]
     if "vgg16" in archs:
         tables += [table_benign(stats, paper, "vgg16", "tableE1", "E.1"),
-                   table_attack(stats, paper, "vgg16", "tableE2", "E.2", "knockoff"),
-                   table_attack(stats, paper, "vgg16", "tableE3", "E.3", "jbda")]
+                   table_attack(stats, paper, "vgg16", "tableE2", "E.2", "knockoff", cm),
+                   table_attack(stats, paper, "vgg16", "tableE3", "E.3", "jbda", cm)]
     return tables
 
 
@@ -645,7 +674,7 @@ def get_profile(name):
         return None
 
 
-def render(results_dir, out, profile_name=None, speed_dir=None, paper_csv=None) -> Path:
+def render(results_dir, out, profile_name=None, speed_dir=None, paper_csv=None, clone_metric="final") -> Path:
     """Render every table and figure into ``out``; returns the README path."""
     results_dir, out = Path(results_dir), Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -659,9 +688,9 @@ def render(results_dir, out, profile_name=None, speed_dir=None, paper_csv=None) 
     records = [r for r in records if r.profile == profile_name]
     profile = get_profile(profile_name)
     paper = P.load_paper(paper_csv)
-    stats = collect(records)
+    stats = collect(use_clone_metric(records, clone_metric))
     sections, missing = [], []
-    for t in paper_tables(stats, paper, getattr(profile, "arch", None)):
+    for t in paper_tables(stats, paper, getattr(profile, "arch", None), clone_metric):
         sections.append((t.title, t.write(out)))
     curves, curve_png = budget_curves(records, out)
     if curves:
@@ -695,6 +724,9 @@ def parse_args(argv=None):
     ap.add_argument("--out", help="output folder (default: results/<profile>)")
     ap.add_argument("--results", help="folder holding records/ (default: --out)")
     ap.add_argument("--speed", help="speed records folder (default: <results>/../speed)")
+    ap.add_argument("--clone-metric", default="final", choices=sorted(CLONE_METRICS),
+                    help="clone accuracy shown: 'final' (the returned clone, default) or 'best' (the best "
+                         "epoch/round on the test set, as the reference code reports)")
     return ap.parse_args(argv)
 
 
@@ -716,7 +748,7 @@ def main(argv=None) -> int:
         print(f"error: no records/ folder under {results}", file=sys.stderr)
         return 2
     try:
-        readme = render(results, out, a.profile, a.speed)
+        readme = render(results, out, a.profile, a.speed, clone_metric=a.clone_metric)
     except (CorruptFileError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -12,7 +12,7 @@ import os
 import sys
 import time
 import traceback
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -51,7 +51,8 @@ def _load_roles(profile: Profile, dataset: str, data_root: str | None) -> dict:
     test = D.load(r.id, "test", data_root).subset(profile.test_size, seed=1)
     size = input_size(profile.arch, train.x.shape[-1])
     ch = train.x.shape[1]
-    adapt = lambda ds: D.as_victim_input(ds, ch, size)
+    # every role goes through the victim's transform: its channels, size and mean/std
+    adapt = lambda ds: D.as_victim_input(D.with_victim_stats(ds, train.mean, train.std), ch, size)
     perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(12345))
     val_idx, train_idx = perm[:profile.val_size], perm[profile.val_size:]
     if profile.train_size:
@@ -62,7 +63,9 @@ def _load_roles(profile: Profile, dataset: str, data_root: str | None) -> dict:
            "val": adapt(sub(train, val_idx, "val")), "test": adapt(test),
            "in_channels": ch, "input_size": size, "num_classes": train.num_classes}
     if r.ood:
-        out["ood"] = adapt(D.load(r.ood, r.ood_split, data_root).subset(profile.ood_size, seed=2))
+        ood = adapt(D.load(r.ood, r.ood_split, data_root).subset(profile.ood_size, seed=2))
+        # the reference trains on OOD images with the ID set's training transform (crop + flip on CIFAR)
+        out["ood"] = replace(ood, augment=True) if train.augment and not ood.augment else ood
     if r.hash:
         out["hash"] = adapt(D.load(r.hash, r.hash_split, data_root))
     out["query"] = adapt(D.load(r.query, r.query_split, data_root).subset(profile.query_size, seed=3))
@@ -97,27 +100,51 @@ def unit_key(profile, dataset, seed, unit) -> str:
                         "params": unit.train_params()})
 
 
-def defense_params(profile: Profile, defense_name: str) -> dict:
-    """get_defense kwargs: the profile's params for the name, and for a composed ``a+b`` also
-    a's own params, so ``ini+mad`` reuses the very InI that ``ini`` trained."""
-    params = dict(profile.defense_params.get(defense_name, {}))
+def defense_params(profile: Profile, defense_name: str, dataset: str | None = None) -> dict:
+    """get_defense kwargs: the profile's params for the name (a data set's overrides on top),
+    and for a composed ``a+b`` also a's own params, so ``ini+mad`` reuses the very InI that
+    ``ini`` trained."""
+    def own(name):
+        over = profile.dataset_defense_params.get(dataset, {}) if dataset else {}
+        post = name.rsplit("+", 1)[-1]
+        return {**profile.defense_params.get(name, {}), **over.get(post, {}), **over.get(name, {})}
+
+    params = own(defense_name)
     if "+" in defense_name:
-        base = profile.defense_params.get(defense_name.rsplit("+", 1)[0])
+        base = own(defense_name.rsplit("+", 1)[0])
         if base:
-            params["base_params"] = dict(base)
+            params["base_params"] = base
     return params
+
+
+def resolved_defense_params(profile, defense_name, dataset=None) -> dict:
+    """Every parameter the defense will run with, defaults included (base's too), so that a
+    changed default is a new cache entry, never a stale hit."""
+    from defenses import get_defense
+    d = get_defense(defense_name, **defense_params(profile, defense_name, dataset))
+    out = {"params": dict(d.params)}
+    if getattr(d, "base", None) is not None:
+        out["base"] = {"name": d.base.name, "params": dict(d.base.params)}
+    return out
+
+
+def resolved_attack_params(profile, attack) -> dict:
+    from attacks import get_attack
+    return dict(get_attack(attack, **profile.attacks[attack]).params)
 
 
 def victim_key(profile, dataset, defense_name, seed) -> str:
     return config_hash({**base_config(profile, dataset, seed), "defense": defense_name,
-                        "params": defense_params(profile, defense_name),
+                        "params": resolved_defense_params(profile, defense_name, dataset),
                         "tune": profile.tune, "tol": profile.tune_tolerance,
+                        **({"tune_anchor": profile.tune_anchor, "tune_split": profile.tune_split}
+                           if profile.tune else {}),
                         "test_size": profile.test_size})
 
 
 def cell_key(profile, dataset, defense_name, attack, label, seed) -> str:
     return config_hash({"victim": victim_key(profile, dataset, defense_name, seed), "attack": attack,
-                        "attack_params": profile.attacks[attack], "label": label,
+                        "attack_params": resolved_attack_params(profile, attack), "label": label,
                         "query_size": profile.query_size, "query": roles_record(profile, dataset)["query"]})
 
 
@@ -136,7 +163,7 @@ def build_victim(profile, dataset, defense_name, seed, out, data_root=None, devi
     t0 = time.time()
     ctx = make_context(profile, dataset, seed, data_root, device, progress)
     seed_everything(seed)
-    defense = get_defense(defense_name, **defense_params(profile, defense_name))
+    defense = get_defense(defense_name, **defense_params(profile, defense_name, dataset))
     defense.build(ctx)
     defense.to(device)
     keys, fit_logs = [], {}
@@ -170,8 +197,11 @@ def build_victim(profile, dataset, defense_name, seed, out, data_root=None, devi
         return defense, rec
     extra = {"fit_log": fit_logs} if fit_logs else {}
     roles = load_roles(profile, dataset, data_root)
-    if profile.tune:
-        extra.update(tune_knobs(profile, defense, roles, device))
+    if profile.tune and getattr(type(defense), "tune_knob", None):
+        anchor = None
+        if profile.tune_anchor == "vanilla" and defense_name != "vanilla":
+            anchor = build_victim(profile, dataset, "vanilla", seed, out, data_root, device, progress)[0]
+        extra.update(tune_knobs(profile, defense, roles, device, anchor))
     served = predict(defense, roles["test"].x, device)
     save_state(served_path(out, vkey), served.argmax(1))   # every attack cell's fidelity reuses it
     extra.update(serving_stats(defense, roles["test"].x, served, device))
@@ -225,19 +255,23 @@ class file_lock:
         return False
 
 
-def tune_knobs(profile, defense, roles, device) -> dict:
+def tune_knobs(profile, defense, roles, device, anchor=None) -> dict:
     """Similar-benign-accuracy tuning of a post-processor's serving knob (MAD, AM, DCP).
 
-    The reference is the served model without the post-processing (its ``base``), on the
-    held-out validation split.
+    The accuracy to stay close to is the anchor's: the Vanilla victim of the same data set and
+    seed (``tune_anchor="vanilla"``, the paper's protocol; pass it as ``anchor``) or the served
+    model without the post-processing (``"base"``); measured on ``profile.tune_split``.
     """
     if not getattr(type(defense), "tune_knob", None):
         return {}
     from .tune import tune
-    val = roles["val"]
-    ref = accuracy(predict(defense.base, val.x, device).argmax(1), val.y)
-    result = tune(defense, val.x, val.y, reference_acc=ref, tolerance=profile.tune_tolerance, device=device)
-    return {"tuning": {**result, "reference": "base model without post-processing", "reference_val_acc": ref}}
+    split = roles[profile.tune_split]
+    ref_model = anchor if anchor is not None else defense.base
+    ref = accuracy(predict(ref_model, split.x, device).argmax(1), split.y)
+    result = tune(defense, split.x, split.y, reference_acc=ref, tolerance=profile.tune_tolerance, device=device)
+    what = ("vanilla victim (same data set and seed)" if anchor is not None
+            else "base model without post-processing")
+    return {"tuning": {**result, "anchor": what, "split": profile.tune_split, "reference_acc": ref}}
 
 
 def serving_stats(defense, x, served, device) -> dict:
@@ -265,14 +299,16 @@ def run_cell(profile, dataset, defense_name, attack_name, label, seed, out, data
         victim, vrec = build_victim(profile, dataset, defense_name, seed, out, data_root, device, progress)
         rec.defense_label, rec.defense_params, rec.benign_acc = vrec.defense_label, vrec.defense_params, vrec.benign_acc
         attack = get_attack(attack_name, **params)
-        rec.attack_label = attack.display
+        rec.attack_label, rec.attack_params = attack.display, dict(attack.params)
         roles = load_roles(profile, dataset, data_root)
         test = roles["test"]
         actx = AttackContext(clone_arch=profile.arch, num_classes=roles["num_classes"],
                              in_channels=roles["in_channels"], input_size=roles["input_size"],
                              query_set=roles["query"].x, seed_set=seed_set(attack, roles["train"]), device=device,
                              seed=seed, progress=progress, arch_params=dict(profile.arch_params),
-                             mean=test.mean, std=test.std)
+                             mean=test.mean, std=test.std,
+                             on_checkpoint=lambda c: rec.clone_acc_checkpoints.append(
+                                 accuracy(predict(c, test.x, device).argmax(1), test.y)))
         oracle = Oracle(victim, attack.budget(), label, device)
         seed_everything(seed)
         clone = attack.run(oracle, actx)
@@ -281,6 +317,7 @@ def run_cell(profile, dataset, defense_name, attack_name, label, seed, out, data
         if victim_top1 is None:
             victim_top1 = predict(victim, test.x, device).argmax(1)
         rec.clone_acc = accuracy(clone_top1, test.y)
+        rec.clone_acc_best = max(rec.clone_acc_checkpoints, default=rec.clone_acc)
         rec.relative = rec.clone_acc / rec.benign_acc if rec.benign_acc else None
         rec.fidelity = accuracy(clone_top1, victim_top1)
         rec.queries_used, rec.budget = oracle.queries_used, oracle.budget

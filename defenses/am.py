@@ -4,12 +4,20 @@
   ``oe_weight`` (1) x CE to the uniform distribution on the OOD set, so that its top
   probability is low on out-of-distribution queries.
 - ``am`` ("AM"): a post-processor over a trained base (default ``am-defender``) with its own
-  misinformation model (same architecture, trained on ID to minimize -log(1 - p_y), i.e. to
-  be wrong). Serving: y_out = (1 - h) y + h softmax(f_mis(x)), h = sigmoid(nu (tau - max y)).
+  misinformation model (same architecture) trained to be wrong: minimize -log(1 - p_t).
+  Serving: y_out = (1 - h) y + h softmax(f_mis(x)), h = sigmoid(nu (tau - max y)).
   ``tau`` (serving knob, [0, 1]) is tuned per data set; 0.99 is the reference code's MNIST
   default. ``nu`` (knob, [0, 1e6]) defaults to the code's 10000.
-  ``ini+am`` serves the same rule on an InI-trained victim; the misinformation model does not
-  depend on the base, so it is one separately cached unit.
+
+``mis_data`` says what the misinformation model learns from:
+- ``"id+ood"`` (default, the reference's ``admis/utils/model.py``): each step one forward on
+  the ID batch and an OOD batch together; ID targets are the true labels, OOD targets the
+  defender's top-1 on the OOD images, so on out-of-distribution queries (what KnockoffNets
+  sends) the misinformation model avoids exactly what the defender would have said. The
+  targets come from the trained base (eval mode); the reference trains both models in one
+  loop and takes them from the defender's current train-mode outputs. The unit therefore
+  depends on its base: ``ini+am`` and ``am`` train different misinformation models.
+- ``"id"``: ID images and labels only (this harness's first reading of the spec).
 """
 from __future__ import annotations
 
@@ -64,15 +72,40 @@ class AdaptiveMisinformation(PostProcessor):
     tune_knob = "tau"
     tune_strongest = "high"   # a higher tau sends more queries to the misinformation model
     tune_grid = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999, 1.0)
-    defaults = {"tau": 0.99, "nu": 10000.0}
+    defaults = {"tau": 0.99, "nu": 10000.0, "mis_data": "id+ood"}
+    MIS_DATA = ("id+ood", "id")
+
+    def _check_params(self):
+        super()._check_params()
+        if self.params["mis_data"] not in self.MIS_DATA:
+            raise ValueError(f"{self.name}: mis_data={self.params['mis_data']!r}; accepted: {list(self.MIS_DATA)}")
+
+    def train_params(self):
+        p = super().train_params()
+        if p["mis_data"] == "id+ood":  # OOD targets are the base's answers: the base is part of the unit
+            p = {**p, "base": self.base.name, "base_params": self.base.train_params()}
+        return p
 
     def _build(self, ctx):
         self.nets["mis"] = ctx.new_model()
 
     def fit(self, ctx):
         mis = self.nets["mis"]
-        fit(mis.parameters(), ctx, lambda x, y, _: -log_one_minus_p_true(mis(x), y).mean(),
-            desc="am-misinformation", modules=[mis])
+        if self.params["mis_data"] == "id":
+            fit(mis.parameters(), ctx, lambda x, y, _: -log_one_minus_p_true(mis(x), y).mean(),
+                desc="am-misinformation", modules=[mis])
+        else:
+            if ctx.ood_train is None:
+                raise ValueError(f"{self.name}: mis_data='id+ood' needs an OOD training set (ctx.ood_train)")
+            self.base.eval()
+
+            def step(x, y, xo):
+                with torch.no_grad():
+                    yo = self.base._proba(xo).argmax(1)
+                z = mis(torch.cat([x, xo]))  # one forward over ID and OOD, as the reference
+                return -log_one_minus_p_true(z, torch.cat([y, yo])).mean()
+
+            fit(mis.parameters(), ctx, step, desc="am-misinformation", modules=[mis], with_ood=True)
         mis.eval()
 
     def gate(self, probs: torch.Tensor) -> torch.Tensor:

@@ -11,12 +11,24 @@ Two implementations of the same rule:
 - ``impl="batched"``: the spec's identity G^T y = vec((y - p) [h; 1]^T) turns the objective
   into || (y* - p)/||y* - p|| - (y - p)/||y - p|| ||^2, so one surrogate forward per batch
   and tensor ops over (batch x extreme points) suffice (``search_batched``).
+
+``surrogate_bn`` is the surrogate's batch-norm mode:
+- ``"train"`` (default): the original code never calls ``.eval()`` on its surrogate and feeds
+  it one query at a time, so every BatchNorm normalizes with that one image's own statistics.
+  The reference path does literally that; the batched path gets the same numbers by running
+  each BatchNorm2d as instance normalization with BN's affine parameters (train-mode BN on a
+  batch of one is exactly that), so a query's answer never depends on the rest of its batch.
+- ``"eval"``: running statistics (fresh ones: mean 0, var 1), which makes a random network's
+  logits tiny and p nearly uniform.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
+import types
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from defenses.base import PostProcessor, register_defense
@@ -200,14 +212,62 @@ def search_batched(p: torch.Tensor, y: torch.Tensor, eps: float, argmax: bool = 
     return _mix(y, ystar, eps)
 
 
+# ---------------------------------------------------------------- surrogate BN modes
+def _instance_norm_forward(bn, x):
+    return F.instance_norm(x, weight=bn.weight, bias=bn.bias, eps=bn.eps)
+
+
+class per_query_bn_stats:
+    """Inside: every BatchNorm2d of ``net`` normalizes each image with its own statistics
+    (train-mode BN on a batch of one); running statistics are neither used nor updated."""
+
+    def __init__(self, net: nn.Module):
+        self.bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        other = [type(m).__name__ for m in self.bns if not isinstance(m, nn.BatchNorm2d)]
+        if other:  # train-mode BN1d on one sample fails in the original code too
+            raise ValueError(f"mad: surrogate_bn='train' needs BatchNorm2d layers only, found {other}; "
+                             "use surrogate_bn='eval'")
+
+    def __enter__(self):
+        for bn in self.bns:  # an instance attribute shadows the class's forward
+            bn.forward = types.MethodType(_instance_norm_forward, bn)
+        return self
+
+    def __exit__(self, *exc):
+        for bn in self.bns:
+            del bn.forward
+        return False
+
+
+class train_mode_one_at_a_time:
+    """The original's setting for the reference path: the surrogate in train mode; its
+    running statistics are restored afterwards so serving leaves no trace in the state."""
+
+    def __init__(self, net: nn.Module):
+        self.net = net
+
+    def __enter__(self):
+        self.saved = {k: v.clone() for k, v in self.net.named_buffers()}
+        self.net.train()
+        return self
+
+    def __exit__(self, *exc):
+        self.net.eval()
+        with torch.no_grad():
+            for k, v in self.net.named_buffers():
+                v.copy_(self.saved[k])
+        return False
+
+
 # ---------------------------------------------------------------- the defense
 @register_defense("mad")
 class MAD(PostProcessor):
     label = "MAD"
     argmax = False
     IMPLS = ("batched", "reference")
+    BN_MODES = ("train", "eval")
     knobs = {"eps": (0.0, 2.0)}
-    defaults = {"eps": 0.5, "impl": "batched"}
+    defaults = {"eps": 0.5, "impl": "batched", "surrogate_bn": "train"}
     tune_knob = "eps"
     tune_grid = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0)
     tune_strongest = "high"
@@ -216,10 +276,13 @@ class MAD(PostProcessor):
         super()._check_params()
         if self.params["impl"] not in self.IMPLS:
             raise ValueError(f"{self.name}: impl={self.params['impl']!r}; accepted: {list(self.IMPLS)}")
+        if self.params["surrogate_bn"] not in self.BN_MODES:
+            raise ValueError(f"{self.name}: surrogate_bn={self.params['surrogate_bn']!r}; "
+                             f"accepted: {list(self.BN_MODES)}")
 
     def train_params(self):
-        # impl changes how y* is computed, not the (random) surrogate: keep one cache entry
-        return {k: v for k, v in super().train_params().items() if k != "impl"}
+        # impl and surrogate_bn change how y* is computed, not the (random) surrogate: one cache entry
+        return {k: v for k, v in super().train_params().items() if k not in ("impl", "surrogate_bn")}
 
     def _build(self, ctx):
         with torch.random.fork_rng(devices=[]):  # seeded init without disturbing the global RNG
@@ -238,11 +301,14 @@ class MAD(PostProcessor):
         if eps <= 0:
             return probs
         sur = self.nets["surrogate"]
+        per_query = self.params["surrogate_bn"] == "train"
         if self.params["impl"] == "batched":
-            p = torch.softmax(sur(x), dim=1).to(probs.dtype)
+            with per_query_bn_stats(sur) if per_query else contextlib.nullcontext():
+                p = torch.softmax(sur(x), dim=1).to(probs.dtype)
             return search_batched(p, probs, eps, self.argmax)
-        return torch.stack([search_reference(last_layer_jacobian(sur, x[i:i + 1]).to(probs.dtype),
-                                             probs[i], eps, self.argmax) for i in range(len(x))])
+        with train_mode_one_at_a_time(sur) if per_query else contextlib.nullcontext():
+            return torch.stack([search_reference(last_layer_jacobian(sur, x[i:i + 1]).to(probs.dtype),
+                                                 probs[i], eps, self.argmax) for i in range(len(x))])
 
 
 @register_defense("mad-argmax")

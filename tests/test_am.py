@@ -83,7 +83,7 @@ def test_misinformation_model_learns_to_be_wrong():
     x, y = ctx.id_train.x, ctx.id_train.y
     for k in range(10):
         x[y == k, :, 2 * k:2 * k + 3] += 3.0
-    d = get_defense("am")
+    d = get_defense("am", mis_data="id")
     d.build(ctx)
     d.eval()
 
@@ -98,3 +98,34 @@ def test_misinformation_model_learns_to_be_wrong():
     # relative to the untrained net, so the bound does not hinge on one machine's kernels
     assert after.mean() < 0.5 * before
     assert (after < 0.1).float().mean() > 0.9
+
+
+def test_misinformation_model_avoids_the_defenders_answer_on_ood():
+    """Reference (admis/utils/model.py): the misinformation model also trains on OOD images,
+    with the defender's top-1 as the target to avoid."""
+    ctx = tiny_ctx(n=512, epochs=6)
+    d = get_defense("am")
+    d.build(ctx)
+    d.base.fit(ctx)
+    d.eval()
+    xo = ctx.ood_train.x
+    said = d.base(xo).argmax(1)
+
+    def mass_on_defenders_answer():
+        with torch.no_grad():
+            return torch.softmax(d.nets["mis"](xo), 1)[torch.arange(len(xo)), said]
+
+    before = mass_on_defenders_answer().mean()
+    d.fit(ctx)
+    d.eval()
+    after = mass_on_defenders_answer()
+    assert after.mean() < 0.5 * before
+    assert (after < 0.1).float().mean() > 0.8
+
+
+def test_misinformation_unit_depends_on_its_base():
+    am, ini_am = get_defense("am"), get_defense("ini+am")
+    assert am.train_params() != ini_am.train_params()
+    assert get_defense("am", mis_data="id").train_params() == get_defense("ini+am", mis_data="id").train_params()
+    with pytest.raises(ValueError, match="mis_data"):
+        get_defense("am", mis_data="ood")

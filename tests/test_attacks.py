@@ -32,7 +32,7 @@ def test_jbda_set_doubles_and_query_count(rounds, seed_size, label):
     oracle = Oracle(LinearVictim(), att.budget(), label)
     att.run(oracle, ctx())
     assert oracle.queries_used == seed_size * (2 ** rounds - 1)
-    assert att.final_set_size == seed_size * 2 ** rounds
+    assert att.final_set_size == seed_size * 2 ** (rounds - 1)
 
 
 def test_jbda_paper_default_counts():
@@ -85,3 +85,38 @@ def test_runner_hands_over_only_the_seed_images_the_attack_may_hold(name):
         assert torch.equal(given, train.x[:7])
     else:
         assert given is None and att.seed_images() == 0
+
+
+@pytest.mark.parametrize("units", ["normalized", "pixel"])
+def test_jbda_step_units(units):
+    """InI's reference adds lmbda * sign(grad) to the normalized image: the default step is 0.1
+    normalized units; "pixel" keeps the paper's reading (0.1 of the [0, 1] range = 0.1/std)."""
+    att = get_attack("jbda", step=0.1, step_units=units)
+    c = ctx(mean=(0.5,), std=(0.25,))
+    clone = c.new_clone()
+    x = torch.rand(20, 1, 8, 8, generator=torch.Generator().manual_seed(0)) - 0.5  # pixels 0.375-0.625
+    lo, hi = c.pixel_bounds()
+    out = att.augment(clone, x, torch.zeros(20, dtype=torch.long), c, lo, hi)
+    moved = (out - x).abs()
+    want = 0.1 if units == "normalized" else 0.1 / 0.25
+    assert torch.allclose(moved[moved > 0], torch.full_like(moved[moved > 0], want))
+    assert (moved > 0).float().mean() > 0.5
+
+
+def test_jbda_default_step_units_is_the_references():
+    assert get_attack("jbda").params["step_units"] == "normalized"
+    with pytest.raises(ValueError, match="step_units"):
+        get_attack("jbda", step_units="pixels")
+
+
+@pytest.mark.parametrize("name,params,n", [("knockoff", {"budget": 120, "epochs": 3, "curve_budgets": (60,)}, 3),
+                                           ("jbda", {"seed_size": 10, "rounds": 3, "epochs_per_round": 2}, 3)])
+def test_attacks_hand_the_clone_to_the_runner_where_the_reference_tests_it(name, params, n):
+    """The reference records test accuracy per epoch (KnockoffNets) or per round (JBDA) and
+    reports the best; the attack only hands over its clone (curve clones excluded)."""
+    seen = []
+    att = get_attack(name, **params)
+    clone = att.run(Oracle(LinearVictim(), att.budget()), ctx(on_checkpoint=lambda c: seen.append(
+        (c.training, [p.detach().clone() for p in c.parameters()]))))
+    assert len(seen) == n and not any(training for training, _ in seen)
+    assert all(torch.equal(a, b) for a, b in zip(seen[-1][1], clone.parameters()))

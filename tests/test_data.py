@@ -88,3 +88,58 @@ def test_augment_shapes_and_padding():
     assert out.shape == x.shape
     g = D.as_victim_input(D.ImageSet("g", "t", torch.randn(2, 1, 28, 28), torch.zeros(2), 10, (0.,), (1.,)), 3, 32)
     assert g.x.shape == (2, 3, 32, 32)
+
+
+def test_every_role_uses_the_victims_normalization(monkeypatch):
+    """A CIFAR-100 query image fed to a CIFAR-10 victim goes through CIFAR-10's transform
+    (reference code), not CIFAR-100's. Generated pixel data, loaders stubbed."""
+    from bench import run as RUN
+    from bench.profiles import CIFAR_ROLES, Profile
+    g = torch.Generator().manual_seed(0)
+    pixels = {n: torch.randint(0, 256, (40, 3, 32, 32), generator=g) for n in ("cifar10", "cifar100", "svhn", "tinyimagenet")}
+    stats = {"cifar10": (D.CIFAR10_MEAN, D.CIFAR10_STD), "cifar100": ((0.51, 0.49, 0.44), (0.27, 0.26, 0.28)),
+             "svhn": (D.CIFAR10_MEAN, D.CIFAR10_STD), "tinyimagenet": ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))}
+
+    def fake_load(name, split="train", root=None):
+        m, s = stats[name]
+        return D.ImageSet(name, split, D._normalize(pixels[name], m, s), torch.zeros(40, dtype=torch.long),
+                          10, m, s, augment=name == "cifar10" and split == "train")
+
+    monkeypatch.setattr(D, "load", fake_load)
+    prof = Profile(name="t", arch="smallcnn", roles={"cifar10": CIFAR_ROLES["cifar10"]}, defenses=("vanilla",),
+                   attacks={}, train={}, val_size=4)
+    roles = RUN._load_roles(prof, "cifar10", None)
+    for role, name in (("query", "cifar100"), ("ood", "tinyimagenet"), ("hash", "svhn")):
+        assert roles[role].mean == D.CIFAR10_MEAN and roles[role].std == D.CIFAR10_STD
+        want = D._normalize(pixels[name], D.CIFAR10_MEAN, D.CIFAR10_STD)
+        assert torch.allclose(roles[role].x, want, atol=1e-5), role
+    # OOD training images get the ID set's crop + flip, as in the reference; queries and hash do not
+    assert roles["ood"].augment and not roles["query"].augment and not roles["hash"].augment
+
+
+def test_victim_stats_keep_gray_sets_bit_identical():
+    ds = D.ImageSet("g", "t", torch.randn(3, 1, 28, 28), torch.zeros(3), 10, D.GRAY_MEAN, D.GRAY_STD)
+    assert D.with_victim_stats(ds, D.GRAY_MEAN, D.GRAY_STD) is ds
+    rgb = D.with_victim_stats(ds, D.CIFAR10_MEAN, D.CIFAR10_STD)
+    assert rgb.x.shape == (3, 3, 28, 28)
+    pix = ds.x * 0.3081 + 0.1307
+    assert torch.allclose(rgb.x[:, 2], (pix[:, 0] - 0.4465) / 0.2010, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["digits", "letters", "balanced"])
+def test_emnist_raw_orientation_is_the_references_and_upright_is_selectable(tmp_path, monkeypatch, kind):
+    """Generated IDX files: the plain name serves images as stored (torchvision's EMNIST, which
+    InI's reference uses); "-upright" transposes them to MNIST's orientation."""
+    rng = np.random.default_rng(1)
+    imgs = rng.integers(0, 256, (5, 28, 28))
+    labels = np.arange(5) + (1 if kind == "letters" else 0)
+    raw = tmp_path / "EMNIST" / "raw"
+    write_idx(raw / f"emnist-{kind}-t10k-images-idx3-ubyte", imgs, True)
+    write_idx(raw / f"emnist-{kind}-t10k-labels-idx1-ubyte", labels, True)
+    monkeypatch.setenv("STEALBENCH_CACHE", str(tmp_path / "cache"))
+    stored = D.load(f"emnist-{kind}", "test", tmp_path)
+    upright = D.load(f"emnist-{kind}-upright", "test", tmp_path)
+    px = lambda ds: ds.x[:, 0] * 0.3081 + 0.1307
+    assert torch.allclose(px(stored), torch.from_numpy(imgs / 255.0).float(), atol=1e-5)
+    assert torch.allclose(px(upright), px(stored).transpose(1, 2), atol=1e-6)
+    assert stored.y.tolist() == list(range(5))

@@ -92,13 +92,14 @@ def tiny_ctx(arch="smallcnn", n=48):
                    train=TrainConfig(epochs=1, batch_size=16), progress=False)
 
 
+@pytest.mark.parametrize("bn", ["train", "eval"])
 @pytest.mark.parametrize("name", ["mad", "mad-argmax"])
-def test_defense_impls_agree_end_to_end(name):
+def test_defense_impls_agree_end_to_end(name, bn):
     ctx = tiny_ctx()
     out = {}
     for impl in ("reference", "batched"):
         seed_everything(0)
-        d = get_defense(name, impl=impl, eps=0.8)
+        d = get_defense(name, impl=impl, eps=0.8, surrogate_bn=bn)
         d.build(ctx)
         d.eval()
         x = torch.randn(20, 1, 28, 28, generator=torch.Generator().manual_seed(1))
@@ -138,3 +139,50 @@ def test_bad_params_rejected():
 def test_composes_on_any_trained_victim():
     d = get_defense("vanilla+mad-argmax", eps=0.3)
     assert d.display == "MAD-argmax" and d.params["eps"] == 0.3 and d.argmax
+
+
+def served_mad(bn, x, **kw):
+    seed_everything(0)
+    d = get_defense("mad", eps=2.0, surrogate_bn=bn, **kw)
+    d.build(tiny_ctx())
+    d.eval()
+    return d, d(x)
+
+
+def test_default_surrogate_bn_is_the_originals_per_query_train_mode():
+    """The original feeds one query at a time to a surrogate it never puts in eval mode: the
+    default must serve exactly what that gives (reference path, literal train mode)."""
+    x = torch.randn(12, 1, 28, 28, generator=torch.Generator().manual_seed(3))
+    assert get_defense("mad").params["surrogate_bn"] == "train"
+    seed_everything(0)
+    dflt = get_defense("mad", eps=2.0)
+    dflt.build(tiny_ctx())
+    dflt.eval()
+    sur = dflt.nets["surrogate"]
+    sur.train()
+    with torch.no_grad():
+        p = torch.cat([torch.softmax(sur(x[i:i + 1]), 1) for i in range(len(x))])
+    sur.eval()
+    want = search_batched(p.double(), dflt.base(x).double(), 2.0).float()
+    assert torch.allclose(dflt(x), want, atol=1e-5, rtol=0)
+    # and it differs from eval-mode BN, whose fresh running statistics make p almost uniform
+    _, evaled = served_mad("eval", x)
+    assert not torch.allclose(evaled, want, atol=1e-3)
+
+
+def test_train_mode_answer_does_not_depend_on_the_batch():
+    x = torch.randn(16, 1, 28, 28, generator=torch.Generator().manual_seed(4))
+    for impl in ("batched", "reference"):
+        d, whole = served_mad("train", x, impl=impl)
+        alone = torch.cat([d(x[i:i + 1]) for i in range(4)])
+        assert torch.allclose(whole[:4], alone, atol=1e-6, rtol=0)
+        before = {k: v.clone() for k, v in d.nets["surrogate"].state_dict().items()}
+        d(x)
+        after = d.nets["surrogate"].state_dict()
+        assert all(torch.equal(before[k], after[k]) for k in before), "serving changed BN buffers"
+
+
+def test_bn_mode_is_not_a_training_param_and_is_checked():
+    assert "surrogate_bn" not in get_defense("mad").train_params()
+    with pytest.raises(ValueError, match="surrogate_bn"):
+        get_defense("mad", surrogate_bn="batch")

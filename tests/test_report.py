@@ -146,3 +146,27 @@ def test_figure3_draws_a_shared_ini_once(tmp_path):
     table, files = report.figure3(recs, tmp_path)
     assert files == ["figure3_smallcnn_mnist_ini_s0.png", "figure3_smallcnn_mnist_ini_s1.png"]
     assert len(table.rows) == 2
+
+
+def test_clone_metric_best_shows_the_best_epoch_and_says_so(tmp_path, capsys):
+    recs = S.handful()
+    for r in recs:
+        if r.kind == "cell" and r.status == "ok" and r.defense != "mad":
+            r.clone_acc_best = r.clone_acc + 1.5    # synthetic: best epoch 1.5 points above the last
+    root = S.write(recs, tmp_path)
+    report.render(root, tmp_path / "final", "synth", speed_dir=tmp_path / "none")
+    report.render(root, tmp_path / "best", "synth", speed_dir=tmp_path / "none", clone_metric="best")
+    assert "1 cells have no best-epoch accuracy" in capsys.readouterr().err   # mad soft: recorded without it
+    final, best = (tmp_path / "final" / "table2.md").read_text(), (tmp_path / "best" / "table2.md").read_text()
+    assert "last epoch or round" in final and "max(acc_list)" in best
+    rows = {(r["defense"], r["label"], r["metric"]): r for r in _rows(tmp_path / "best", "table2.csv")
+            if r["dataset"] == "mnist"}
+    assert float(rows[("vanilla", "soft", "clone_acc")]["ours"]) == pytest.approx(92.5)   # mean of 91.5, 93.5
+    assert float(rows[("vanilla", "hard", "relative")]["ours"]) == pytest.approx(86.5 / 98.0, abs=1e-3)
+    assert main_args_reject_bad_metric()
+
+
+def main_args_reject_bad_metric():
+    with pytest.raises(SystemExit) as e:
+        report.parse_args(["--profile", "cpu", "--clone-metric", "max"])
+    return e.value.code == 2

@@ -42,6 +42,10 @@ def test_same_seed_same_numbers(real_root, tiny_profile, tmp_path, capsys):
     assert all(r.status == "ok" for r in a)
     assert _metrics(a) == _metrics(b)
     assert {r.attack for r in a} == {"knockoff", "jbda"} and {r.label for r in a} == {"soft", "hard"}
+    for r in a:  # final and best-over-checkpoints (the reference's max(acc_list)) both recorded
+        n = r.attack_params["epochs"] if r.attack == "knockoff" else r.attack_params["rounds"]
+        assert len(r.clone_acc_checkpoints) == n and r.clone_acc_checkpoints[-1] == r.clone_acc
+        assert r.clone_acc_best == max(r.clone_acc_checkpoints) >= r.clone_acc
     table = (tmp_path / "a" / "table.md").read_text()
     assert "KnockoffNets" in table and "JBDA" in table
 
@@ -93,3 +97,34 @@ def test_cells_reuse_the_victims_served_predictions(real_root, tiny_profile, tmp
         f.unlink()
     (b,) = runner.run_matrix(p, tmp_path, data_root=real_root, progress=False)
     assert (b.fidelity, b.clone_acc) == (a.fidelity, a.clone_acc)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_knobs_are_tuned_against_the_vanilla_victim(real_root, tiny_profile, tmp_path):
+    """Paper protocol: a tuned defense stays close to *Vanilla's* benign accuracy (same data set
+    and seed), not to its own base's (AM's base is the OE-trained defender)."""
+    from bench.train import accuracy, predict
+    p = replace(tiny_profile, tune=True, defenses=("am",), attacks={})
+    am, rec = runner.build_victim(p, "mnist", "am", 0, tmp_path, real_root, progress=False)
+    vanilla, _ = runner.build_victim(p, "mnist", "vanilla", 0, tmp_path, real_root, progress=False)
+    val = runner.load_roles(p, "mnist", real_root)["val"]
+    t = rec.extra["tuning"]
+    assert t["anchor"].startswith("vanilla") and t["split"] == "val"
+    assert t["reference_acc"] == accuracy(predict(vanilla, val.x).argmax(1), val.y)
+    base = replace(p, tune_anchor="base")
+    _, rec_b = runner.build_victim(base, "mnist", "am", 0, tmp_path, real_root, progress=False)
+    assert rec_b.key != rec.key and rec_b.extra["tuning"]["anchor"].startswith("base")
+    assert rec_b.extra["tuning"]["reference_acc"] == accuracy(predict(am.base, val.x).argmax(1), val.y)
+
+
+def test_full_profile_is_the_papers_protocol():
+    from bench.profiles import get_profile
+    full = get_profile("full")
+    assert full.val_size == 0 and full.tune and full.tune_split == "test" and full.tune_anchor == "vanilla"
+    assert runner.defense_params(full, "dcp", "cifar100")["gamma"] == 0.1
+    assert runner.defense_params(full, "dcp", "cifar10") == {}
+    assert runner.resolved_defense_params(full, "dcp", "cifar100")["params"]["gamma"] == 0.1
+    assert not full.deviations[0].startswith("none")
+    assert full.roles["fashionmnist"].query == "emnist-digits"
+    with pytest.raises(ValueError, match="tune_split"):
+        replace(full, tune_split="train")

@@ -33,9 +33,9 @@ def _knockoff_shuffled_labels():
     from attacks.knockoff import KnockoffNets
     train = KnockoffNets._train
 
-    def shuffled(self, actx, x, answers, desc):
+    def shuffled(self, actx, x, answers, desc, **kw):
         perm = torch.randperm(len(answers), generator=torch.Generator().manual_seed(0))
-        return train(self, actx, x, answers[perm], desc)
+        return train(self, actx, x, answers[perm], desc, **kw)
     KnockoffNets._train = shuffled
 
 
