@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from attacks.base import Attack, AttackContext, clone_loss, register_attack
+from attacks.base import Attack, AttackContext, register_attack
 from attacks.train_clone import train_clone
 
 

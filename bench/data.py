@@ -242,10 +242,45 @@ def tinyimagenet(split="train", root=None):
 
 
 def load(name: str, split: str = "train", root=None) -> ImageSet:
-    """Load a registered data set split ('train' or 'test')."""
+    """Load a registered data set split ('train' or 'test'). With ``$STEALBENCH_GENERATED=N``
+    (the rehearsal) every set is N generated images of the real set's format instead."""
     if split not in ("train", "test"):
         raise ValueError(f"unknown split {split!r}; accepted: 'train', 'test'")
-    return DATASETS.lookup(name)(split=split, root=root)
+    loader = DATASETS.lookup(name)
+    n = os.environ.get("STEALBENCH_GENERATED")
+    if n:
+        return generated_like(name, split, int(n))
+    return loader(split=split, root=root)
+
+
+# (channels, side, classes, mean, std, train augmentation) of every registered set
+FORMATS = {
+    **{n: (1, 28, 10, GRAY_MEAN, GRAY_STD, False) for n in ("mnist", "fashionmnist", "kmnist")},
+    **{f"emnist-{k}{u}": (1, 28, c, GRAY_MEAN, GRAY_STD, False)
+       for k, c in (("letters", 26), ("balanced", 47), ("digits", 10)) for u in ("", "-upright")},
+    "cifar10": (3, 32, 10, CIFAR10_MEAN, CIFAR10_STD, True),
+    "cifar100": (3, 32, 100, CIFAR10_MEAN, CIFAR10_STD, True),
+    "svhn": (3, 32, 10, CIFAR10_MEAN, CIFAR10_STD, False),
+    "tinyimagenet": (3, 32, 200, CIFAR10_MEAN, CIFAR10_STD, False),
+}
+
+
+def generated_like(name: str, split: str, n: int) -> ImageSet:
+    """n random images and labels in ``name``'s format (generated data for rehearsals, not
+    the data set); labels follow the brightest quadrant so that something can be learned."""
+    if name not in FORMATS:
+        raise ValueError(f"no generated format for data set {name!r}; known: {', '.join(sorted(FORMATS))}")
+    c, side, k, mean, std, aug = FORMATS[name]
+    g = torch.Generator().manual_seed(sum(map(ord, f"{name}/{split}")))
+    x = torch.randint(0, 256, (n, c, side, side), generator=g, dtype=torch.uint8)
+    y = torch.randint(0, k, (n,), generator=g)
+    h = side // 2
+    for q in range(4):  # brighten one quadrant per label residue
+        rows = (y % 4) == q
+        x[rows, :, (q // 2) * h:(q // 2 + 1) * h, (q % 2) * h:(q % 2 + 1) * h] //= 4
+        x[rows, :, (q // 2) * h:(q // 2 + 1) * h, (q % 2) * h:(q % 2 + 1) * h] += 191
+    return ImageSet(name, f"{split}[generated {n}]", _normalize(x, mean, std), y, k, mean, std,
+                    augment=aug and split == "train")
 
 
 def with_victim_stats(ds: ImageSet, mean: tuple, std: tuple) -> ImageSet:

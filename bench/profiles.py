@@ -104,6 +104,7 @@ register(Profile(
     attacks={"knockoff": {"budget": 50_000, "epochs": 50}, "jbda": {"rounds": 6, "epochs_per_round": 10}},
     train={"mnist": GRAY_RECIPE, "fashionmnist": GRAY_RECIPE, "cifar10": CIFAR_RECIPE, "cifar100": CIFAR_RECIPE},
     tune=True, val_size=0, tune_split="test",   # the paper trains on every image and tunes on the test set
+    defense_params={"ini": {"log_cosine_epochs": 5}},   # Figure 3: the paper plots InI's first epochs
     dataset_defense_params={"cifar100": {"dcp": {"gamma": 0.1}}},
     extra_defenses={"cifar10": ABLATIONS},
     deviations=(
@@ -115,6 +116,19 @@ register(Profile(
         "KnockoffNets: cosine lr decay per step (the reference steps it per epoch)",
         "FashionMNIST queries: EMNIST digits, the reference code's 'emnist' (the spec reads EMNIST balanced)",
     ),
+))
+
+# Tables E.1-E.3: the paper's main matrix with VGG-16 (BN) victims and clones. A random VGG-16's
+# last BatchNorm sees 1x1 maps, where per-query train-mode statistics are undefined (the original
+# code's setting raises there), so MAD's surrogate uses running statistics on VGG.
+FULL = PROFILES["full"]
+register(replace(
+    FULL, name="full-vgg", arch="vgg16", defenses=PAPER_DEFENSES, extra_defenses={},
+    defense_params={**FULL.defense_params, "mad": {"surrogate_bn": "eval"}},
+    deviations=FULL.deviations + (
+        "VGG-16 (BN) victims and clones for Tables E.1-E.3; 28x28 gray images padded to 32x32",
+        "MAD's random VGG-16 surrogate uses running BN statistics (surrogate_bn='eval'): its last "
+        "BatchNorm sees 1x1 maps, where the original's per-query train-mode statistics are undefined"),
 ))
 
 CPU_GRAY = TrainConfig(epochs=3, step_every=2)

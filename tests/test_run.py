@@ -126,5 +126,8 @@ def test_full_profile_is_the_papers_protocol():
     assert runner.resolved_defense_params(full, "dcp", "cifar100")["params"]["gamma"] == 0.1
     assert not full.deviations[0].startswith("none")
     assert full.roles["fashionmnist"].query == "emnist-digits"
+    vgg = get_profile("full-vgg")
+    assert vgg.arch == "vgg16" and runner.defense_params(vgg, "ini+mad")["surrogate_bn"] == "eval"
+    assert runner.defense_params(vgg, "ini+mad")["base_params"] == {"log_cosine_epochs": 5}
     with pytest.raises(ValueError, match="tune_split"):
         replace(full, tune_split="train")

@@ -1,0 +1,139 @@
+"""Defended victims: train (or load) every unit, tune serving knobs, write the victim record."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from . import records as R
+from .io import load_state, provenance, read_json, save_state, write_json
+from .keys import base_config, defense_params, unit_key, victim_key, victim_record_path
+from .roles import load_roles, make_context, roles_record
+from .train import accuracy, predict, seed_everything
+
+def build_victim(profile, dataset, defense_name, seed, out, data_root=None, device="cpu", progress=True):
+    """Train (or load) every unit of a defended victim; returns (defense, VictimRecord)."""
+    from defenses import get_defense
+    t0 = time.time()
+    ctx = make_context(profile, dataset, seed, data_root, device, progress)
+    seed_everything(seed)
+    defense = get_defense(defense_name, **defense_params(profile, defense_name, dataset))
+    defense.build(ctx)
+    defense.to(device)
+    keys, fit_logs = [], {}
+    for unit in defense.units():
+        key = unit_key(profile, dataset, seed, unit)
+        keys.append(key)
+        ckpt = Path(out) / "victims" / key / "state.pt"
+        with file_lock(ckpt.with_name(".lock")):  # parallel workers train a shared unit once
+            trained = not ckpt.exists()
+            if trained:
+                seed_everything(seed)
+                unit.fit(ctx)
+                save_state(ckpt, unit.nets.state_dict())
+                write_json(ckpt.with_name("spec.json"), {"unit": unit.name, "params": unit.train_params(),
+                                                         **base_config(profile, dataset, seed)})
+                if getattr(unit, "fit_log", None):
+                    write_json(ckpt.with_name("fit_log.json"), unit.fit_log)
+        if not trained:  # a model just fitted is already in memory
+            unit.nets.load_state_dict(load_state(ckpt))
+        log_path = ckpt.with_name("fit_log.json")
+        if log_path.exists():
+            fit_logs[unit.name] = read_json(log_path)
+    defense.eval()
+    vkey = victim_key(profile, dataset, defense_name, seed)
+    path = victim_record_path(out, dataset, defense_name, seed, vkey)
+    if path.exists():
+        rec = R.load(path)
+        for k, v in rec.defense_params.items():
+            if k in defense.knobs:
+                defense.set_knob(k, v)
+        return defense, rec
+    extra = {"fit_log": fit_logs} if fit_logs else {}
+    roles = load_roles(profile, dataset, data_root)
+    if profile.tune and getattr(type(defense), "tune_knob", None):
+        anchor = None
+        if profile.tune_anchor == "vanilla" and defense_name != "vanilla":
+            anchor = build_victim(profile, dataset, "vanilla", seed, out, data_root, device, progress)[0]
+        extra.update(tune_knobs(profile, defense, roles, device, anchor))
+    served = predict(defense, roles["test"].x, device)
+    save_state(served_path(out, vkey), served.argmax(1))   # every attack cell's fidelity reuses it
+    extra.update(serving_stats(defense, roles["test"].x, served, device))
+    rec = R.VictimRecord(
+        profile=profile.name, dataset=dataset, arch=profile.arch, defense=defense_name,
+        defense_label=defense.display, defense_params=dict(defense.params), seed=seed,
+        benign_acc=accuracy(served.argmax(1), roles["test"].y), key=vkey, unit_keys=keys, extra=extra,
+        data_roles=roles_record(profile, dataset), train_config=asdict(profile.train[dataset]),
+        provenance=provenance(device), wall_time_s=time.time() - t0)
+    R.save(path, rec)
+    if defense_name in profile.export:
+        from .export import export_victim
+        export_victim(defense, ctx, Path(out) / "victims" / "export" / f"{dataset}-{defense_name}-s{seed}",
+                      dataset, {"benign_acc": rec.benign_acc, "git_commit": rec.provenance["git_commit"]})
+    return defense, rec
+
+
+def served_path(out, vkey) -> Path:
+    return Path(out) / "victims" / "served" / f"{vkey}.pt"
+
+
+def served_top1(out, vkey, n):
+    """The victim's served top-1 on the test set, saved when its record was made (None: absent)."""
+    path = served_path(out, vkey)
+    if not path.exists():
+        return None
+    top1 = load_state(path)
+    return top1 if isinstance(top1, torch.Tensor) and top1.shape == (n,) else None
+
+
+class file_lock:
+    """Exclusive flock on a file (POSIX); non-blocking raises BlockingIOError when held."""
+
+    def __init__(self, path, blocking: bool = True):
+        self.path = Path(path)
+        self.blocking = blocking
+
+    def __enter__(self):
+        import fcntl
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.f = open(self.path, "w")
+        try:
+            fcntl.flock(self.f, fcntl.LOCK_EX | (0 if self.blocking else fcntl.LOCK_NB))
+        except OSError:
+            self.f.close()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+        return False
+
+
+def tune_knobs(profile, defense, roles, device, anchor=None) -> dict:
+    """Similar-benign-accuracy tuning of a post-processor's serving knob (MAD, AM, DCP).
+
+    The accuracy to stay close to is the anchor's: the Vanilla victim of the same data set and
+    seed (``tune_anchor="vanilla"``, the paper's protocol; pass it as ``anchor``) or the served
+    model without the post-processing (``"base"``); measured on ``profile.tune_split``.
+    """
+    if not getattr(type(defense), "tune_knob", None):
+        return {}
+    from .tune import tune
+    split = roles[profile.tune_split]
+    ref_model = anchor if anchor is not None else defense.base
+    ref = accuracy(predict(ref_model, split.x, device).argmax(1), split.y)
+    result = tune(defense, split.x, split.y, reference_acc=ref, tolerance=profile.tune_tolerance, device=device)
+    what = ("vanilla victim (same data set and seed)" if anchor is not None
+            else "base model without post-processing")
+    return {"tuning": {**result, "anchor": what, "split": profile.tune_split, "reference_acc": ref}}
+
+
+def serving_stats(defense, x, served, device) -> dict:
+    """How often serving changes the top-1 of the trained model (post-processors only)."""
+    base = getattr(defense, "base", None)
+    if base is None:
+        return {}
+    base_top1 = predict(base, x, device).argmax(1)
+    return {"top1_change_rate": 100.0 * (served.argmax(1) != base_top1).float().mean().item()}
