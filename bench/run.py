@@ -28,6 +28,11 @@ from .roles import _load_roles, load_roles, make_context, roles_record  # noqa: 
 from .victims import build_victim, file_lock, served_path, served_top1, serving_stats, tune_knobs  # noqa: F401
 
 
+REPO = Path(__file__).resolve().parents[1]
+RUNS = Path("runs")                    # user runs (ignored by git)
+REFERENCE = REPO / "results"           # the committed reference records the tables came from
+
+
 class UsageError(ValueError):
     """Bad command-line input: reported as one line, exit code 2."""
 
@@ -55,7 +60,7 @@ def run_matrix(profile, out=None, datasets=None, defenses=None, attacks=None, la
     """Run (or load from cache) every cell of a profile; returns the cell records."""
     profile = select(get_profile(profile) if isinstance(profile, str) else profile,
                      datasets, defenses, attacks, labels, seeds)
-    out = Path(out or Path("results") / profile.name)
+    out = Path(out or RUNS / profile.name)
     cells = plan(profile)
     todo = []
     done = {}
@@ -207,7 +212,8 @@ def parse_args(argv=None):
     p.add_argument("--backend", default="local", choices=["local", "dask"],
                    help="local processes (default) or a Dask cluster")
     p.add_argument("--scheduler", help="with --backend dask: address of an existing scheduler (tcp://HOST:PORT)")
-    p.add_argument("--out", help="results folder (default results/<profile>)")
+    p.add_argument("--out", help="results folder (default runs/<profile>; results/<profile> holds the committed "
+                                 "reference, which --out results/<profile> regenerates on purpose)")
     p.add_argument("--data-root", default=None, help="data root (default $STEALBENCH_DATA or ./data)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda[:N]")
     p.add_argument("--dry-run", action="store_true", help="list the cells and which are cached, run nothing")
@@ -233,7 +239,7 @@ def main(argv=None) -> int:
                          _csv(a.labels), seeds, a.budget, a.jbda_rounds)
     except (UsageError, ValueError) as e:
         return _usage(str(e))
-    out = Path(a.out or Path("results") / profile.name)
+    out = Path(a.out or RUNS / profile.name)
     if a.dry_run:
         for c in plan(profile):
             rec = cached_cell(profile, out, c)
@@ -241,6 +247,8 @@ def main(argv=None) -> int:
             print(f"{state:7s} " + " ".join(map(str, c)))
         return 0
     t0 = time.time()
+    reused = [r for r in (cached_cell(profile, out, c) for c in plan(profile)) if r is not None
+              and (r.status == "ok" or not a.retry_failed)]
     try:
         check_writable(out)
         check_data_root(a.data_root)
@@ -256,6 +264,16 @@ def main(argv=None) -> int:
     failed = [r for r in records if r.status != "ok"]
     print((Path(out) / "table.md").read_text())
     print(f"{len(records)} cells, {len(failed)} failed, {time.time() - t0:.1f} s")
+    if reused:
+        print(f"{len(reused)} of them reused from {out} (made by commit "
+              f"{', '.join(sorted({r.provenance.get('git_commit', '?') for r in reused}))}), not re-run")
+    ref = REFERENCE / profile.name
+    if out.resolve() != ref.resolve():
+        from .compare import render as render_comparison, compare
+        rows = compare(records, ref, profile.name)
+        commits = sorted({r.provenance.get("git_commit", "?") for r in R.load_all(ref)}) if rows else []
+        print("\n" + render_comparison(rows, ref.relative_to(REPO) if ref.is_relative_to(REPO) else ref,
+                                       ", ".join(commits[:3])))
     for r in failed:
         print(f"FAILED {r.dataset}/{r.defense}/{r.attack}/{r.label}/s{r.seed}: {r.error}", file=sys.stderr)
     return 1 if failed else 0
