@@ -724,6 +724,8 @@ def parse_args(argv=None):
     ap.add_argument("--out", help="output folder (default: results/<profile>)")
     ap.add_argument("--results", help="folder holding records/ (default: --out)")
     ap.add_argument("--speed", help="speed records folder (default: <results>/../speed)")
+    ap.add_argument("--html", action="store_true",
+                    help="also write the leaderboard page results/index.html (every profile under results/)")
     ap.add_argument("--clone-metric", default="final", choices=sorted(CLONE_METRICS),
                     help="clone accuracy shown: 'final' (the returned clone, default) or 'best' (the best "
                          "epoch/round on the test set, as the reference code reports)")
@@ -732,8 +734,12 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     a = parse_args(argv)
+    if a.html and not (a.profile or a.out or a.results):
+        from .leaderboard import render_page
+        print(f"wrote {render_page(Path('results'))}")
+        return 0
     if not (a.profile or a.out or a.results):
-        print("error: give --profile, --out or --results", file=sys.stderr)
+        print("error: give --profile, --out or --results (or --html for the leaderboard page)", file=sys.stderr)
         return 2
     if a.profile:
         from .profiles import get_profile
@@ -753,6 +759,9 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {readme} and the tables it links")
+    if a.html:
+        from .leaderboard import render_page
+        print(f"wrote {render_page(out.parent)}")
     return 0
 
 

@@ -1,0 +1,44 @@
+"""Result records as a pandas DataFrame, and their seed statistics.
+
+One row per record (victims and cells alike); ``seed_stats`` aggregates a metric over seeds
+with ``groupby`` so every page that reads results (leaderboard, report card) agrees.
+"""
+from __future__ import annotations
+
+import glob
+import os
+
+import pandas as pd
+
+from . import records as R
+
+COLUMNS = ["profile", "kind", "arch", "dataset", "defense", "defense_label", "attack", "label", "seed",
+           "status", "benign_acc", "clone_acc", "clone_acc_best", "relative", "fidelity", "path"]
+GROUP = ["profile", "arch", "dataset", "defense", "attack", "label"]
+
+
+def records_frame(results_dir) -> pd.DataFrame:
+    """Every record under ``results_dir/records`` with the path it came from (relative)."""
+    rows = []
+    pattern = os.path.join(results_dir, "records", "**", "*.json")
+    for path in sorted(glob.glob(pattern, recursive=True)):
+        r = R.load(path)
+        row = {c: getattr(r, c, None) for c in COLUMNS if c != "path"}
+        if r.kind == "victim":
+            row.update(attack="", label="", status="ok")
+        if r.kind == "cell" and r.status != "ok":
+            row.update(clone_acc=None, clone_acc_best=None, relative=None, fidelity=None)
+        row["path"] = os.path.relpath(path, results_dir)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def seed_stats(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """mean, std (over seeds with a value), n (seeds with a value), failed, first record path."""
+    if df.empty:
+        return pd.DataFrame(columns=GROUP + ["mean", "std", "n", "failed", "path"])
+    g = df.groupby(GROUP, dropna=False)
+    out = g[metric].agg(mean="mean", std="std", n="count")
+    out["failed"] = g["status"].agg(lambda s: int((s != "ok").sum()))
+    out["path"] = g["path"].first()
+    return out.reset_index()
