@@ -17,20 +17,25 @@ COLUMNS = ["profile", "kind", "arch", "dataset", "defense", "defense_label", "at
 GROUP = ["profile", "arch", "dataset", "defense", "attack", "label"]
 
 
-def records_frame(results_dir) -> pd.DataFrame:
-    """Every record under ``results_dir/records`` with the path it came from (relative)."""
+def frame_of(records, paths=None) -> pd.DataFrame:
+    """Records (VictimRecord / CellRecord) as rows; a failed cell's metrics are missing."""
     rows = []
-    pattern = os.path.join(results_dir, "records", "**", "*.json")
-    for path in sorted(glob.glob(pattern, recursive=True)):
-        r = R.load(path)
+    for i, r in enumerate(records):
         row = {c: getattr(r, c, None) for c in COLUMNS if c != "path"}
         if r.kind == "victim":
             row.update(attack="", label="", status="ok")
         if r.kind == "cell" and r.status != "ok":
             row.update(clone_acc=None, clone_acc_best=None, relative=None, fidelity=None)
-        row["path"] = os.path.relpath(path, results_dir)
+        row["path"] = paths[i] if paths else None
         rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def records_frame(results_dir) -> pd.DataFrame:
+    """Every record under ``results_dir/records`` with the path it came from (relative)."""
+    pattern = os.path.join(results_dir, "records", "**", "*.json")
+    paths = sorted(glob.glob(pattern, recursive=True))
+    return frame_of([R.load(p) for p in paths], [os.path.relpath(p, results_dir) for p in paths])
 
 
 def seed_stats(df: pd.DataFrame, metric: str) -> pd.DataFrame:

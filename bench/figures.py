@@ -1,0 +1,162 @@
+"""Figures from result records: KnockoffNets budget curves and Figure 3 (InI's PCGrad cosines)."""
+from __future__ import annotations
+
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from . import paper as P
+from .tables import LABELS, MISSING, Stat, Table, _csv_num, fmt_num, fmt_stat
+
+# ------------------------------------------------------------------ budget curves
+def curve_points(records) -> dict:
+    """(arch, dataset, defense, label) -> {budget: [clone acc per seed]} for KnockoffNets cells
+    that recorded a curve; the cell's own clone accuracy is the point at its full budget."""
+    pts = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        if r.kind != "cell" or r.attack != "knockoff" or r.status != "ok" or not r.curve:
+            continue
+        key = (r.arch, r.dataset, r.defense, r.label)
+        for b, acc in r.curve.items():
+            pts[key][int(b)].append(acc)
+        full = r.budget or r.queries_used
+        if full and r.clone_acc is not None and int(full) not in r.curve:
+            pts[key][int(full)].append(r.clone_acc)
+    return pts
+
+
+def budget_curves(records, out: Path) -> tuple[Table | None, list[str]]:
+    pts = curve_points(records)
+    if not pts:
+        return None, []
+    budgets = sorted({b for v in pts.values() for b in v})
+    keys = sorted(pts, key=lambda k: (k[0], list(P.DATASETS).index(k[1]) if k[1] in P.DATASETS
+                                      else 99, _rank(k[2]), LABELS.index(k[3])
+                                      if k[3] in LABELS else 9))
+    rows, tidy = [], []
+    for arch, ds, d, lb in keys:
+        stats = {b: Stat.of(pts[(arch, ds, d, lb)][b]) for b in budgets if b in pts[(arch, ds, d, lb)]}
+        rows.append([P.arch_label(arch), P.dataset_label(ds), P.defense_label(d), lb]
+                    + [fmt_stat(stats.get(b)) for b in budgets])
+        for b, st in stats.items():
+            tidy.append({"arch": arch, "dataset": ds, "defense": d, "label": lb, "budget": b,
+                         "clone_acc": _csv_num(st.mean), "std": _csv_num(st.std), "n_seeds": st.n})
+    t = Table("budget_curves", "KnockoffNets budget curves: clone accuracy vs queries (extension)",
+              ["Arch", "Dataset", "Defense", "label"] + [f"{b:,}" for b in budgets], rows, tidy,
+              ["Not in the paper. Each clone is trained from scratch on the first N answers of "
+               "one attack run; the largest budget is the cell's own clone.",
+               f"{MISSING} = that budget was not evaluated for that cell."])
+    return t, _plot_curves(pts, keys, out)
+
+
+def _rank(defense) -> int:
+    order = P.MAIN_ORDER + list(P.ABLATIONS)
+    return order.index(defense) if defense in order else len(order)
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _plot_curves(pts, keys, out: Path) -> list[str]:
+    plt = _plt()
+    files = []
+    for arch, ds in dict.fromkeys((k[0], k[1]) for k in keys):
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
+        defenses = list(dict.fromkeys(k[2] for k in keys if k[:2] == (arch, ds)))
+        colors = plt.get_cmap("tab20").colors   # one colour per defense, more than 10 of them
+        style = {d: {"color": colors[(2 * i) % 20 + (i >= 10)],
+                     "linestyle": "--" if d in P.ABLATION_ONLY else "-"}
+                 for i, d in enumerate(defenses)}
+        for ax, lb in zip(axes, LABELS):
+            for k in keys:
+                if k[:2] == (arch, ds) and k[3] == lb:
+                    bs = sorted(pts[k])
+                    ax.plot(bs, [statistics.fmean(pts[k][b]) for b in bs], marker="o",
+                            label=P.defense_label(k[2]), **style[k[2]])
+            ax.set(title=f"{lb}-label", xlabel="queries", ylabel="clone accuracy (%)")
+            ax.grid(alpha=0.3)
+            if not ax.lines:
+                ax.text(0.5, 0.5, "no curve recorded", ha="center", transform=ax.transAxes)
+        handles = {ln.get_label(): ln for ax in axes for ln in ax.lines}
+        if handles:   # one legend beside both panels, clear of the lines
+            fig.legend(handles.values(), handles.keys(), loc="center left", bbox_to_anchor=(0.86, 0.5),
+                       fontsize=8, frameon=False)
+        fig.suptitle(f"KnockoffNets budget curve: {P.dataset_label(ds)}, {P.arch_label(arch)}")
+        fig.tight_layout(rect=(0, 0, 0.86, 1))
+        name = f"budget_curve_{arch}_{ds}.png"
+        fig.savefig(out / name, dpi=120)
+        plt.close(fig)
+        files.append(name)
+    return files
+
+
+# ------------------------------------------------------------------ Figure 3 (PCGrad cosines)
+def find_cosines(fit_log) -> dict | None:
+    """The ``pcgrad_cosines`` dict of a victim's fit log, at the top or one unit down."""
+    if not isinstance(fit_log, dict):
+        return None
+    if isinstance(fit_log.get("pcgrad_cosines"), dict):
+        return fit_log["pcgrad_cosines"]
+    for v in fit_log.values():
+        if isinstance(v, dict) and isinstance(v.get("pcgrad_cosines"), dict):
+            return v["pcgrad_cosines"]
+    return None
+
+
+def figure3(records, out: Path) -> tuple[Table | None, list[str]]:
+    found = [(r, c) for r in records if r.kind == "victim"
+             for c in [find_cosines(r.extra.get("fit_log"))] if c]
+    if not found:
+        return None, []
+    # ini, ini+mad and ini+am serve one trained InI: draw its log once, under the plainest name
+    unique = {}
+    for r, c in sorted(found, key=lambda x: (len(x[0].defense), x[0].defense)):
+        unique.setdefault((r.arch, r.dataset, r.seed, json.dumps(c, sort_keys=True)), (r, c))
+    found = list(unique.values())
+    plt = _plt()
+    rows, tidy, files = [], [], []
+    for r, cos in sorted(found, key=lambda x: (x[0].arch, x[0].dataset, x[0].defense, x[0].seed)):
+        pairs = sorted(cos)
+        fig, axes = plt.subplots(1, len(pairs), figsize=(max(3.2 * len(pairs), 8), 3.4),
+                                 squeeze=False)
+        for ax, pair in zip(axes[0], pairs):
+            before, after = cos[pair].get("before", []), cos[pair].get("after", [])
+            bins = [i / 10 for i in range(-10, 11)]
+            ax.hist(before, bins=bins, alpha=0.7, color="tab:blue", label="before PCGrad")
+            ax.hist(after, bins=bins, alpha=0.7, color="tab:orange", label="after PCGrad")
+            ax.set(title=pair.replace("|", " vs "), xlabel="cosine similarity")
+            row = [P.dataset_label(r.dataset), P.defense_label(r.defense), r.seed,
+                   pair.replace("|", " vs ")]
+            for xs in (before, after):
+                row += [len(xs), fmt_num(statistics.fmean(xs) if xs else None, 3),
+                        fmt_num(100 * sum(x < 0 for x in xs) / len(xs) if xs else None, 1)]
+            rows.append(row)
+            tidy.append({"arch": r.arch, "dataset": r.dataset, "defense": r.defense, "seed": r.seed,
+                         "pair": pair, "n_before": len(before),
+                         "mean_before": _csv_num(statistics.fmean(before) if before else None),
+                         "neg_before_pct": _csv_num(100 * sum(x < 0 for x in before) / len(before)
+                                                    if before else None),
+                         "n_after": len(after),
+                         "mean_after": _csv_num(statistics.fmean(after) if after else None),
+                         "neg_after_pct": _csv_num(100 * sum(x < 0 for x in after) / len(after)
+                                                   if after else None)})
+        axes[0][0].set_ylabel("steps")
+        axes[0][-1].legend(fontsize=8)
+        fig.suptitle(f"Figure 3: objective-gradient cosines, {P.defense_label(r.defense)} on "
+                     f"{P.dataset_label(r.dataset)} ({P.arch_label(r.arch)}, seed {r.seed})")
+        fig.tight_layout()
+        name = f"figure3_{r.arch}_{r.dataset}_{r.defense}_s{r.seed}.png"
+        fig.savefig(out / name, dpi=120)
+        plt.close(fig)
+        files.append(name)
+    t = Table("figure3", "Figure 3: cosine similarity of objective gradients before/after PCGrad",
+              ["Dataset", "Defense", "seed", "pair", "n before", "mean before", "% < 0 before",
+               "n after", "mean after", "% < 0 after"], rows, tidy,
+              ["The paper publishes Figure 3 as histograms only (no numbers): conflicts "
+               "(negative cosines) before the gradient surgery, fewer after it."])
+    return t, files
