@@ -120,3 +120,52 @@ def test_attacks_hand_the_clone_to_the_runner_where_the_reference_tests_it(name,
         (c.training, [p.detach().clone() for p in c.parameters()]))))
     assert len(seen) == n and not any(training for training, _ in seen)
     assert all(torch.equal(a, b) for a, b in zip(seen[-1][1], clone.parameters()))
+
+
+@pytest.mark.parametrize("label", ["soft", "hard"])
+def test_copycat_learns_from_labels_only(label):
+    att = get_attack("copycat", budget=100, epochs=1)
+    seen = {}
+
+    def spy(clone, x, targets, *a, **k):
+        seen["targets"] = targets
+        return clone
+    import attacks.copycat as C
+    orig, C.train_clone = C.train_clone, spy
+    try:
+        oracle = Oracle(LinearVictim(), att.budget(), label)
+        att.run(oracle, ctx())
+    finally:
+        C.train_clone = orig
+    assert oracle.queries_used == 100 and seen["targets"].dim() == 1 and seen["targets"].dtype == torch.int64
+
+
+@pytest.mark.parametrize("strategy", ["uncertainty", "kcenter"])
+def test_activethief_spends_the_budget_in_rounds_on_new_images(strategy):
+    att = get_attack("activethief", budget=103, initial=0.2, rounds=3, strategy=strategy, epochs=1)
+    assert att.slices() == [21, 28, 27, 27] and sum(att.slices()) == 103
+    asked = []
+
+    class Counting(Oracle):
+        def query(self, x):
+            asked.append(x.clone())
+            return super().query(x)
+    oracle = Counting(LinearVictim(), att.budget(), "soft")
+    att.run(oracle, ctx())
+    allx = torch.cat(asked)
+    assert oracle.queries_used == 103 and len(asked) == 4
+    assert len({tuple(r.flatten()[:8].tolist()) for r in allx}) == 103     # no image asked twice
+
+
+def test_activethief_uncertainty_picks_the_most_uncertain():
+    att = get_attack("activethief", budget=10, strategy="uncertainty")
+    c = ctx()
+
+    class Fixed(torch.nn.Module):   # the clone's softmax: row i has entropy rising with i
+        def forward(self, x):
+            i = x[:, 0, 0, 0]
+            return torch.stack([i, torch.zeros_like(i)], 1) * -1.0
+    pool = torch.zeros(6, 1, 8, 8)
+    pool[:, 0, 0, 0] = torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0, 0.0])
+    picked = att.select(Fixed(), pool, torch.tensor([5]), 2, c)
+    assert sorted(picked.tolist()) == [3, 4]   # 5 (most uncertain) is already labelled

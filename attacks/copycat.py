@@ -1,0 +1,46 @@
+"""CopycatCNN (Correia-Silva et al., IJCNN 2018): label natural non-problem-domain images with
+the victim's top-1 and train a clone on them.
+
+Like KnockoffNets' random strategy, but the clone only ever learns from labels: a soft-label
+oracle's answers are reduced to their argmax (what the original, a label-only API, returns).
+Defaults mirror KnockoffNets' so the two compare on equal terms.
+"""
+from __future__ import annotations
+
+import torch
+
+from attacks.base import Attack, register_attack
+from attacks.train_clone import train_clone
+
+
+@register_attack("copycat")
+class CopycatCNN(Attack):
+    label = "CopycatCNN"
+    defaults = {"budget": 50_000, "epochs": 50, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
+                "batch_size": 128}
+
+    def _check_params(self):
+        b = self.params["budget"]
+        if not isinstance(b, int) or b <= 0:
+            raise ValueError(f"copycat: budget must be a positive integer, got {b!r}")
+        if self.params["epochs"] < 1:
+            raise ValueError(f"copycat: epochs must be >= 1, got {self.params['epochs']}")
+
+    def budget(self) -> int:
+        return self.params["budget"]
+
+    def run(self, oracle, actx):
+        if actx.query_set is None:
+            raise ValueError("copycat needs natural images to query (AttackContext.query_set)")
+        b, pool = self.params["budget"], actx.query_set
+        if b > len(pool):
+            raise ValueError(f"copycat: budget {b} exceeds the query set size {len(pool)}")
+        x = pool[torch.randperm(len(pool), generator=actx.generator(7))[:b]]
+        answers = torch.cat([oracle.query(x[i:i + 1024]) for i in range(0, b, 1024)])
+        labels = answers if answers.dim() == 1 else answers.argmax(1)
+        clone = actx.new_clone()
+        p = self.params
+        train_clone(clone, x, labels, actx, epochs=p["epochs"], lr=p["lr"], momentum=p["momentum"],
+                    weight_decay=p["weight_decay"], batch_size=p["batch_size"], schedule="cosine",
+                    desc="copycat", checkpoint_epochs=True)
+        return clone
