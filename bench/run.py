@@ -247,9 +247,9 @@ def main(argv=None) -> int:
             print(f"{state:7s} " + " ".join(map(str, c)))
         return 0
     t0 = time.time()
-    reused = [r for r in (cached_cell(profile, out, c) for c in plan(profile)) if r is not None
-              and (r.status == "ok" or not a.retry_failed)]
     try:
+        reused = [r for r in (cached_cell(profile, out, c) for c in plan(profile)) if r is not None
+                  and (r.status == "ok" or not a.retry_failed)]
         check_writable(out)
         check_data_root(a.data_root)
         with results_lock(out):
