@@ -306,9 +306,13 @@ def as_victim_input(ds: ImageSet, in_channels: int, size: int) -> ImageSet:
     if x.shape[1] != in_channels:
         x = x.mean(1, keepdim=True) if in_channels == 1 else x.expand(-1, in_channels, -1, -1)
     if x.shape[-1] != size:
-        if x.shape[-1] < size:
+        if x.shape[-1] < size:  # pad with black (pixel 0 in this set's normalization), even for an empty set
             pad = (size - x.shape[-1]) // 2
-            x = F.pad(x, (pad, size - x.shape[-1] - pad) * 2, value=float(x.min()))
+            black = -torch.tensor(ds.mean) / torch.tensor(ds.std)
+            black = black.view(1, -1, 1, 1) if len(black) == x.shape[1] else black.mean().view(1, 1, 1, 1)
+            out = black.expand(len(x), x.shape[1], size, size).clone()
+            out[:, :, pad:pad + x.shape[-2], pad:pad + x.shape[-1]] = x
+            x = out
         else:
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
     if x is ds.x:

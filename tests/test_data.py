@@ -90,6 +90,17 @@ def test_augment_shapes_and_padding():
     assert g.x.shape == (2, 3, 32, 32)
 
 
+def test_padding_is_black_and_works_on_an_empty_split():
+    """28x28 sets padded to VGG's 32x32 with pixel 0 in the set's normalization; an empty split
+    (full profiles hold no validation images) used to crash on x.min() (found by the rehearsal)."""
+    ds = D.ImageSet("g", "t", torch.randn(3, 1, 28, 28), torch.zeros(3), 10, D.GRAY_MEAN, D.GRAY_STD)
+    out = D.as_victim_input(ds, 1, 32).x
+    assert out.shape == (3, 1, 32, 32) and torch.equal(out[:, :, 2:30, 2:30], ds.x)
+    assert torch.allclose(out[:, :, 0], torch.tensor(-0.1307 / 0.3081))
+    empty = D.ImageSet("g", "val", torch.zeros(0, 1, 28, 28), torch.zeros(0), 10, D.GRAY_MEAN, D.GRAY_STD)
+    assert D.as_victim_input(empty, 1, 32).x.shape == (0, 1, 32, 32)
+
+
 def test_every_role_uses_the_victims_normalization(monkeypatch):
     """A CIFAR-100 query image fed to a CIFAR-10 victim goes through CIFAR-10's transform
     (reference code), not CIFAR-100's. Generated pixel data, loaders stubbed."""
