@@ -40,6 +40,8 @@ def profile_block(name: str, folder: Path, root: Path, paper) -> dict | None:
     df = records_frame(folder)
     if df.empty:
         return None
+    from . import records as R
+    commits = sorted({(R.load(folder / p).provenance or {}).get("git_commit", "?")[:10] for p in df.path[:200]})
     df["path"] = [f"{folder.relative_to(root).as_posix()}/{p}" for p in df["path"]]
     benign = seed_stats(df[df.kind == "victim"], "benign_acc")
     if benign.empty:   # cells carry their victim's accuracy when no victim record exists
@@ -70,7 +72,7 @@ def profile_block(name: str, folder: Path, root: Path, paper) -> dict | None:
         tables.append({"id": f"{name}-{arch}-{ds}", "title": f"{P.dataset_label(ds)} ({P.arch_label(arch)})",
                        "heads": heads, "rows": rows})
     figs = sorted({p.relative_to(root).as_posix() for pat in FIGURES for p in folder.glob(pat)})
-    return {"name": name, "seeds": seeds, "tables": tables, "figures": figs}
+    return {"name": name, "seeds": seeds, "tables": tables, "figures": figs, "commits": commits}
 
 
 def cell_view(stat, paper_value, cut) -> dict:
@@ -120,7 +122,7 @@ against Vanilla. † = some seeds failed. Hover a cell for the paper's number (R
 another architecture: for scale, not a target); click a header to sort; click a number for its record.</p>
 <label><input type="checkbox" id="show-paper"> show the paper's numbers in the cells</label>
 {% for b in blocks %}
-<h2 id="{{ b.name }}">{{ b.name }} <span class="note">(seeds {{ b.seeds|join(", ") }})</span></h2>
+<h2 id="{{ b.name }}">{{ b.name }} <span class="note">(seeds {{ b.seeds|join(", ") }}; records made by commit {{ b.commits|join(", ") }})</span></h2>
 {% for t in b.tables %}
 <h3>{{ t.title }}</h3>
 <table class="board" id="{{ t.id }}">
