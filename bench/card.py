@@ -212,12 +212,20 @@ def main(argv=None) -> int:
     except (ValueError, UsageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from .data import DataMissingError
+    from .io import CorruptFileError
+    from .run import check_data_root
     out = Path(a.out or RUNS / profile.name)
-    reused = reuse_reference(profile, out, REFERENCE / profile.name)
-    if reused:
-        print(f"reusing {reused} cells of the committed reference {REFERENCE / profile.name}")
-    records = run_matrix(profile, out, jobs=a.jobs, data_root=a.data_root, device=a.device,
-                         progress=not a.no_progress)
+    try:
+        check_data_root(a.data_root)
+        reused = reuse_reference(profile, out, REFERENCE / profile.name)
+        if reused:
+            print(f"reusing {reused} cells of the committed reference {REFERENCE / profile.name}")
+        records = run_matrix(profile, out, jobs=a.jobs, data_root=a.data_root, device=a.device,
+                             progress=not a.no_progress)
+    except (UsageError, DataMissingError, CorruptFileError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     from . import records as R
     victims = [r for r in R.load_all(out) if r.kind == "victim" and r.profile == profile.name]
     rows = card_rows(records + victims, a.defense, baselines)
