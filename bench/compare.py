@@ -104,4 +104,4 @@ def render(rows, ref_dir, ref_commit: str | None) -> str:
         tail += (" A difference outside the noise on another CPU is worth a look (bench.check with three "
                  "seeds is the real test); on the reference's own platform it is a regression.")
     return "\n".join([head, "", tabulate(table, ["group", "this run", "reference", "Δ", "noise", "verdict"],
-                                         tablefmt="github"), "", tail])
+                                         tablefmt="github", disable_numparse=True), "", tail])
