@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from attacks.base import Attack, register_attack
-from attacks.train_clone import train_clone
+from attacks.train_clone import train_new_clone
 
 STRATEGIES = ("uncertainty", "kcenter")
 
@@ -69,12 +69,7 @@ class ActiveThief(Attack):
         return torch.cat([oracle.query(x[i:i + 1024]) for i in range(0, len(x), 1024)]) if len(x) else x.new_empty(0)
 
     def _train(self, actx, x, answers, desc, final):
-        clone = actx.new_clone()
-        p = self.params
-        train_clone(clone, x, answers, actx, epochs=p["epochs"], lr=p["lr"], momentum=p["momentum"],
-                    weight_decay=p["weight_decay"], batch_size=p["batch_size"], schedule="cosine", desc=desc,
-                    checkpoint_epochs=final)
-        return clone
+        return train_new_clone(actx, x, answers, self.params, desc, checkpoint_epochs=final)
 
     @torch.no_grad()
     def select(self, clone, pool, chosen, n, actx) -> torch.Tensor:

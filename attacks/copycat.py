@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from attacks.base import Attack, register_attack
-from attacks.train_clone import train_clone
+from attacks.train_clone import train_new_clone
 
 
 @register_attack("copycat")
@@ -38,9 +38,4 @@ class CopycatCNN(Attack):
         x = pool[torch.randperm(len(pool), generator=actx.generator(7))[:b]]
         answers = torch.cat([oracle.query(x[i:i + 1024]) for i in range(0, b, 1024)])
         labels = answers if answers.dim() == 1 else answers.argmax(1)
-        clone = actx.new_clone()
-        p = self.params
-        train_clone(clone, x, labels, actx, epochs=p["epochs"], lr=p["lr"], momentum=p["momentum"],
-                    weight_decay=p["weight_decay"], batch_size=p["batch_size"], schedule="cosine",
-                    desc="copycat", checkpoint_epochs=True)
-        return clone
+        return train_new_clone(actx, x, labels, self.params, "copycat", checkpoint_epochs=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from attacks.base import Attack, AttackContext, register_attack
-from attacks.train_clone import train_clone
+from attacks.train_clone import train_new_clone
 
 
 @register_attack("knockoff")
@@ -48,9 +48,4 @@ class KnockoffNets(Attack):
         return self._train(actx, x, answers, "knockoff", checkpoint=True)
 
     def _train(self, actx, x, answers, desc, checkpoint=False):
-        clone = actx.new_clone()
-        p = self.params
-        train_clone(clone, x, answers, actx, epochs=p["epochs"], lr=p["lr"], momentum=p["momentum"],
-                    weight_decay=p["weight_decay"], batch_size=p["batch_size"], schedule="cosine", desc=desc,
-                    checkpoint_epochs=checkpoint)
-        return clone
+        return train_new_clone(actx, x, answers, self.params, desc, checkpoint)

@@ -37,3 +37,13 @@ def train_clone(clone, x, targets, actx, epochs, lr, momentum=0.9, weight_decay=
                 actx.checkpoint(clone)
     clone.eval()
     return clone
+
+
+def train_new_clone(actx, x, targets, params: dict, desc: str, checkpoint_epochs=False):
+    """A fresh clone trained on (x, targets) with an attack's optimizer params (epochs, lr,
+    momentum, weight_decay, batch_size) and a cosine schedule."""
+    clone = actx.new_clone()
+    train_clone(clone, x, targets, actx, epochs=params["epochs"], lr=params["lr"], momentum=params["momentum"],
+                weight_decay=params["weight_decay"], batch_size=params["batch_size"], schedule="cosine",
+                desc=desc, checkpoint_epochs=checkpoint_epochs)
+    return clone

@@ -127,16 +127,16 @@ def test_copycat_learns_from_labels_only(label):
     att = get_attack("copycat", budget=100, epochs=1)
     seen = {}
 
-    def spy(clone, x, targets, *a, **k):
+    def spy(actx, x, targets, *a, **k):
         seen["targets"] = targets
-        return clone
+        return actx.new_clone()
     import attacks.copycat as C
-    orig, C.train_clone = C.train_clone, spy
+    orig, C.train_new_clone = C.train_new_clone, spy
     try:
         oracle = Oracle(LinearVictim(), att.budget(), label)
         att.run(oracle, ctx())
     finally:
-        C.train_clone = orig
+        C.train_new_clone = orig
     assert oracle.queries_used == 100 and seen["targets"].dim() == 1 and seen["targets"].dtype == torch.int64
 
 
