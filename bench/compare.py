@@ -38,9 +38,10 @@ def load_reference(ref_dir: Path, profile: str):
     return ([r for r in recs if r.kind == "cell"], [r for r in recs if r.kind == "victim"], base)
 
 
-def compare(run_records, ref_dir, profile: str) -> list[dict]:
-    """One row per group of this run: means, difference, tolerance and verdict."""
-    ref = load_reference(ref_dir, profile)
+def compare(run_records, ref_dir, profile: str, ref=None) -> list[dict]:
+    """One row per group of this run: means, difference, tolerance and verdict. ``ref``: the
+    reference already loaded by ``load_reference`` (read here when not given)."""
+    ref = ref if ref is not None else load_reference(ref_dir, profile)
     if ref is None:
         return []
     cells, victims, base = ref
@@ -83,6 +84,12 @@ def tolerance(mine: dict, ref_use: dict, ref_vals: dict, group: dict | None, bas
     if group:
         tol = max(tol, (base or {}).get("rule", B.RULE).get("margin", 1.5) * group["noise"]["platform_dev"])
     return round(max(tol, B.RULE["floor"]), 2), f"seed sd {sd:.2f} (df {df})"
+
+
+def reference_commits(ref) -> str:
+    """The commits the reference's records were made by (up to three)."""
+    cells, victims, _ = ref
+    return ", ".join(sorted({r.provenance.get("git_commit", "?") for r in cells + victims})[:3])
 
 
 def render(rows, ref_dir, ref_commit: str | None) -> str:

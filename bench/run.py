@@ -269,11 +269,11 @@ def main(argv=None) -> int:
               f"{', '.join(sorted({r.provenance.get('git_commit', '?') for r in reused}))}), not re-run")
     ref = REFERENCE / profile.name
     if out.resolve() != ref.resolve():
-        from .compare import render as render_comparison, compare
-        rows = compare(records, ref, profile.name)
-        commits = sorted({r.provenance.get("git_commit", "?") for r in R.load_all(ref)}) if rows else []
+        from .compare import compare, load_reference, reference_commits, render as render_comparison
+        reference = load_reference(ref, profile.name)
+        rows = compare(records, ref, profile.name, reference)
         print("\n" + render_comparison(rows, ref.relative_to(REPO) if ref.is_relative_to(REPO) else ref,
-                                       ", ".join(commits[:3])))
+                                       reference_commits(reference) if reference else None))
     for r in failed:
         print(f"FAILED {r.dataset}/{r.defense}/{r.attack}/{r.label}/s{r.seed}: {r.error}", file=sys.stderr)
     return 1 if failed else 0
