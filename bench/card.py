@@ -71,18 +71,13 @@ def card_rows(records, defense, baselines) -> list[dict]:
 
 
 def row(records, ds, metric, attack, label, defense, baselines) -> dict:
-    match = {"dataset": ds} | ({"attack": attack, "label": label} if attack else {})
-    per = {}
-    for d in [defense, *baselines]:
-        v = values([r for r in records if r.defense == d], metric, **match)
-        if metric == "benign_acc":  # one value per victim and seed
-            v = values([r for r in records if r.defense == d and r.dataset == ds], "benign_acc")
-        per[d] = v
+    match = {"dataset": ds} | ({"attack": attack, "label": label} if attack else {})  # benign: one per victim and seed
+    per = {d: values([r for r in records if r.defense == d], metric, **match) for d in [defense, *baselines]}
     mine = list(per[defense].values())
-    others = [d for d in baselines if d not in ("vanilla", defense) and per[d]]
+    means = {d: interval(per[d].values())[0] for d in baselines if d not in ("vanilla", defense) and per[d]}
     best = None
-    if metric == "clone_acc" and others:   # the strongest baseline: the lowest mean clone accuracy
-        best = min(others, key=lambda d: interval(per[d].values())[0] if interval(per[d].values())[0] is not None else 1e9)
+    if metric == "clone_acc" and means:   # the strongest baseline: the lowest mean clone accuracy
+        best = min(means, key=lambda d: means[d] if means[d] is not None else 1e9)
     d_van, p_van = welch(mine, list(per.get("vanilla", {}).values())) if "vanilla" in per else (None, None)
     d_best, p_best = welch(mine, list(per[best].values())) if best else (None, None)
     return {"dataset": ds, "metric": metric, "attack": attack, "label": label,
