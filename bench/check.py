@@ -260,6 +260,8 @@ def parse_args(argv=None):
                     help=f"baseline file (default {DEFAULT_BASELINE})")
     ap.add_argument("--out", type=Path, help="run the matrix here (an empty or new folder; "
                     "default: a temporary folder, removed when the check passes)")
+    ap.add_argument("--resume", action="store_true", help="with --out: go on with a stopped run "
+                    "there (its finished cells are reused, the rest run)")
     ap.add_argument("--update", action="store_true", help="rewrite the baseline from this run "
                     "(drops the calibration runs: they were made by other code)")
     ap.add_argument("--from", dest="from_dir", type=Path,
@@ -307,9 +309,11 @@ def _main(a) -> int:
     if a.calibrate:
         return _calibrate(a)
     old = previous_baseline(a.baseline, a.profile) if a.update else load_baseline(a.baseline, a.profile)
-    if a.out and (a.out / "records").exists():
+    if a.resume and not a.out:
+        raise BadInput("--resume needs --out (the folder of the stopped run)")
+    if a.out and (a.out / "records").exists() and not a.resume:
         raise BadInput(f"{a.out} already holds records/ (cached cells would not be re-run); "
-                       "give an empty or new folder")
+                       "give an empty or new folder, or --resume to go on with it")
     if a.from_dir and not (a.from_dir / "records").is_dir():
         raise BadInput(f"no records under {a.from_dir}/records to take the numbers from")
     slice_, seeds = slice_of(a, old), seeds_of(a, old, profile)

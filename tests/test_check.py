@@ -183,6 +183,14 @@ def test_out_with_old_records_is_refused(baselined, tmp_path, capsys):
     assert "already holds records" in capsys.readouterr().err
 
 
+def test_resume_goes_on_in_a_stopped_runs_folder(baselined, tmp_path, capsys):
+    (tmp_path / "old" / "records").mkdir(parents=True)
+    assert run(tmp_path, "--resume", "--out", str(tmp_path / "old")) == 0
+    assert baselined["kw"] and baselined["calls"] == 2
+    assert run(tmp_path, "--resume") == 2
+    assert "--resume needs --out" in capsys.readouterr().err
+
+
 def test_update_publishes_records_and_tables(matrix, tmp_path, monkeypatch):
     monkeypatch.undo()   # the real publish, with the fake runner again
     monkeypatch.setattr(check, "_run_matrix", matrix_runner(matrix))
