@@ -160,3 +160,74 @@ def figure3(records, out: Path) -> tuple[Table | None, list[str]]:
               ["The paper publishes Figure 3 as histograms only (no numbers): conflicts "
                "(negative cosines) before the gradient surgery, fewer after it."])
     return t, files
+
+
+# ------------------------------------------------------------------ training curves
+def loss_curves(records) -> dict:
+    """(arch, dataset, unit) -> {term: [per-epoch means, one list per seed]} from the victims'
+    fit logs; a unit shared by several victims (InI under ini, ini+mad, ini+am) counts once."""
+    seen, out = set(), defaultdict(lambda: defaultdict(list))
+    for r in records:
+        logs = r.extra.get("fit_log") if r.kind == "victim" else None
+        for unit, log in (logs or {}).items():
+            curves = log.get("epoch_losses") if isinstance(log, dict) else None
+            if not isinstance(curves, dict) or (r.arch, r.dataset, unit, r.seed) in seen:
+                continue
+            seen.add((r.arch, r.dataset, unit, r.seed))
+            for term, ys in curves.items():
+                if ys:
+                    out[(r.arch, r.dataset, unit)][term].append([float(y) for y in ys])
+    return out
+
+
+def last_epoch_change(ys: list[float]) -> float | None:
+    """|L_E - L_{E-1}| / |L_1 - L_E|: how much of the way the last epoch still moved (0: flat)."""
+    if len(ys) < 2:
+        return None
+    total = abs(ys[0] - ys[-1])
+    return abs(ys[-1] - ys[-2]) / total if total > 1e-12 else 0.0
+
+
+def training_curves(records, out: Path) -> tuple[Table | None, list[str]]:
+    """Each trained unit's objectives per epoch (mean over seeds, min-max band), one PNG per
+    data set, and a table of first/last values and how much the last epoch still moved."""
+    curves = loss_curves(records)
+    if not curves:
+        return None, []
+    plt = _plt()
+    rows, tidy, files = [], [], []
+    for arch, ds in sorted({(a, d) for a, d, _ in curves}):
+        units = sorted(u for a, d, u in curves if (a, d) == (arch, ds))
+        fig, axes = plt.subplots(1, len(units), figsize=(3.3 * len(units), 3.2), squeeze=False)
+        for ax, unit in zip(axes[0], units):
+            for term, runs in sorted(curves[(arch, ds, unit)].items()):
+                n = min(len(y) for y in runs)
+                mean = [statistics.fmean(y[e] for y in runs) for e in range(n)]
+                xs = list(range(1, n + 1))
+                ax.plot(xs, mean, marker="o", ms=3, label=term)
+                if len(runs) > 1:
+                    ax.fill_between(xs, [min(y[e] for y in runs) for e in range(n)],
+                                    [max(y[e] for y in runs) for e in range(n)], alpha=0.2)
+                change = last_epoch_change(mean)
+                rows.append([P.dataset_label(ds), unit, term, len(runs), n, fmt_num(mean[0], 4),
+                             fmt_num(mean[-1], 4), fmt_num(None if change is None else 100 * change, 1)])
+                tidy.append({"arch": arch, "dataset": ds, "unit": unit, "term": term, "seeds": len(runs),
+                             "epochs": n, "first": _csv_num(mean[0]), "last": _csv_num(mean[-1]),
+                             "last_epoch_change_pct": _csv_num(None if change is None else 100 * change)})
+            ax.set(title=unit, xlabel="epoch")
+            ax.legend(fontsize=7)
+        axes[0][0].set_ylabel("epoch mean (weighted as trained)")
+        fig.suptitle(f"Training objectives per epoch, {P.dataset_label(ds)} ({P.arch_label(arch)})")
+        fig.tight_layout()
+        name = f"training_curves_{arch}_{ds}.png"
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        files.append(name)
+    t = Table("training_curves", "Training objectives per epoch (have they flattened?)",
+              ["Dataset", "unit", "objective", "seeds", "epochs", "first epoch", "last epoch",
+               "last epoch's move, % of the total"], rows, tidy,
+              ["Mean over seeds of each objective's epoch mean, as the defense weights it in training "
+               "(InI: ben, iso, ind, gradnorm; EDM: ce = sum over members, div; AM: ce, oe for the "
+               "defender, mis for the misinformation model). The last column is |L_E - L_E-1| / "
+               "|L_1 - L_E|: near 0 means the objective had flattened."])
+    return t, files

@@ -9,10 +9,17 @@ from .profiles import Profile
 from .roles import roles_record
 
 def base_config(profile: Profile, dataset: str, seed: int) -> dict:
+    """What a victim's training uses, and nothing else: the attacker's query set is not in it,
+    so trying another query set reuses every trained victim."""
     return {"dataset": dataset, "arch": profile.arch, "arch_params": profile.arch_params,
             "train": asdict(profile.train[dataset]), "train_size": profile.train_size,
             "val_size": profile.val_size, "ood_size": profile.ood_size,
-            "roles": roles_record(profile, dataset), "seed": seed}
+            "roles": training_roles(profile, dataset), "seed": seed}
+
+
+def training_roles(profile: Profile, dataset: str) -> dict:
+    r = roles_record(profile, dataset)
+    return {k: r[k] for k in ("id", "ood", "hash")}
 
 
 def unit_key(profile, dataset, seed, unit) -> str:

@@ -75,11 +75,13 @@ def cycle(x: torch.Tensor, batch_size: int, generator: torch.Generator, augment:
 
 
 def fit(params, ctx: Context, step: Callable, cfg: TrainConfig | None = None, desc: str = "train",
-        modules: list[nn.Module] = (), with_ood: bool = False, data: ImageSet | None = None) -> None:
+        modules: list[nn.Module] = (), with_ood: bool = False, data: ImageSet | None = None) -> dict:
     """Run cfg.epochs over ``data`` (default: the ID training set).
 
-    ``step(x, y, x_ood)`` returns a loss to back-propagate, or None when it has already
-    filled the parameters' ``.grad`` itself (InI's PCGrad).
+    ``step(x, y, x_ood)`` returns a loss to back-propagate, a dict of named loss terms (their
+    sum is back-propagated), or None when it has already filled the parameters' ``.grad``
+    itself (InI's PCGrad). Returns each term's mean per epoch ({"loss": [...]} for a plain
+    loss), so that every training run can show whether its objectives have flattened.
     """
     cfg = cfg or ctx.train
     data = data or ctx.id_train
@@ -88,26 +90,38 @@ def fit(params, ctx: Context, step: Callable, cfg: TrainConfig | None = None, de
     ood = cycle(ctx.ood_train.x, cfg.batch_size, ctx.generator(2), ctx.ood_train.augment) if with_ood else None
     n_steps = cfg.epochs * -(-len(data) // cfg.batch_size)
     dev = ctx.device
+    curves: dict[str, list[float]] = {}
     with tqdm(total=n_steps, desc=desc, disable=not ctx.progress, leave=False) as bar:
         for epoch in range(cfg.epochs):
             for m in modules:
                 m.train()
+            sums, k = {}, 0   # detached tensors: no device sync per step
             for xb, yb in batches(data.x, data.y, cfg.batch_size, gen, augment=data.augment):
                 xo = next(ood).to(dev) if ood is not None else None
                 opt.zero_grad(set_to_none=True)
-                loss = step(xb.to(dev), yb.to(dev), xo)
-                if loss is not None:
-                    loss.backward()
+                out = step(xb.to(dev), yb.to(dev), xo)
+                if out is not None:
+                    terms = out if isinstance(out, dict) else {"loss": out}
+                    sum(terms.values()).backward()
+                    for name, t in terms.items():
+                        sums[name] = sums.get(name, 0.0) + t.detach()
+                    k += 1
                 opt.step()
                 bar.update(1)
+            for name, total in sums.items():
+                curves.setdefault(name, []).append(round(float(total) / k, 6))
             sched.step()
+    return curves
 
 
 def train_classifier(model: nn.Module, ctx: Context, cfg: TrainConfig | None = None,
                      desc: str = "vanilla", data: ImageSet | None = None) -> nn.Module:
-    """Plain cross-entropy training (the paper's Vanilla recipe by default)."""
-    fit(model.parameters(), ctx, lambda x, y, _: F.cross_entropy(model(x), y), cfg, desc, [model], data=data)
+    """Plain cross-entropy training (the paper's Vanilla recipe by default); the per-epoch mean
+    loss is left in ``model.epoch_losses``."""
+    curves = fit(model.parameters(), ctx, lambda x, y, _: {"ce": F.cross_entropy(model(x), y)}, cfg, desc,
+                 [model], data=data)
     model.eval()
+    model.epoch_losses = curves
     return model
 
 

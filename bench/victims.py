@@ -9,8 +9,8 @@ import torch
 
 from . import records as R
 from .io import load_state, provenance, read_json, save_state, write_json
-from .keys import base_config, defense_params, unit_key, victim_key, victim_record_path
-from .roles import load_roles, make_context, roles_record
+from .keys import base_config, defense_params, training_roles, unit_key, victim_key, victim_record_path
+from .roles import load_roles, make_context
 from .train import accuracy, predict, seed_everything
 
 def build_victim(profile, dataset, defense_name, seed, out, data_root=None, device="cpu", progress=True):
@@ -65,7 +65,7 @@ def build_victim(profile, dataset, defense_name, seed, out, data_root=None, devi
         profile=profile.name, dataset=dataset, arch=profile.arch, defense=defense_name,
         defense_label=defense.display, defense_params=dict(defense.params), seed=seed,
         benign_acc=accuracy(served.argmax(1), roles["test"].y), key=vkey, unit_keys=keys, extra=extra,
-        data_roles=roles_record(profile, dataset), train_config=asdict(profile.train[dataset]),
+        data_roles=training_roles(profile, dataset), train_config=asdict(profile.train[dataset]),
         provenance=provenance(device), wall_time_s=time.time() - t0)
     R.save(path, rec)
     if defense_name in profile.export:

@@ -54,11 +54,11 @@ class OutlierExposure(Defense):
 
         def step(x, y, xo):
             z = m(torch.cat([x, xo]))  # one forward: BN statistics over ID and OOD, as OE code does
-            return F.cross_entropy(z[:len(x)], y) + w * ce_to_uniform(z[len(x):])
+            return {"ce": F.cross_entropy(z[:len(x)], y), "oe": w * ce_to_uniform(z[len(x):])}
 
-        fit(m.parameters(), ctx, step, desc=self.name, modules=[m], with_ood=True)
+        curves = fit(m.parameters(), ctx, step, desc=self.name, modules=[m], with_ood=True)
         m.eval()
-        self.fit_log = {"oe_weight": w}
+        self.fit_log = {"oe_weight": w, "epoch_losses": curves}   # "oe" is weighted
 
     def _proba(self, x):
         return torch.softmax(self.nets["model"](x), dim=1)
@@ -92,8 +92,8 @@ class AdaptiveMisinformation(PostProcessor):
     def fit(self, ctx):
         mis = self.nets["mis"]
         if self.params["mis_data"] == "id":
-            fit(mis.parameters(), ctx, lambda x, y, _: -log_one_minus_p_true(mis(x), y).mean(),
-                desc="am-misinformation", modules=[mis])
+            curves = fit(mis.parameters(), ctx, lambda x, y, _: {"mis": -log_one_minus_p_true(mis(x), y).mean()},
+                         desc="am-misinformation", modules=[mis])
         else:
             if ctx.ood_train is None:
                 raise ValueError(f"{self.name}: mis_data='id+ood' needs an OOD training set (ctx.ood_train)")
@@ -103,10 +103,11 @@ class AdaptiveMisinformation(PostProcessor):
                 with torch.no_grad():
                     yo = self.base._proba(xo).argmax(1)
                 z = mis(torch.cat([x, xo]))  # one forward over ID and OOD, as the reference
-                return -log_one_minus_p_true(z, torch.cat([y, yo])).mean()
+                return {"mis": -log_one_minus_p_true(z, torch.cat([y, yo])).mean()}
 
-            fit(mis.parameters(), ctx, step, desc="am-misinformation", modules=[mis], with_ood=True)
+            curves = fit(mis.parameters(), ctx, step, desc="am-misinformation", modules=[mis], with_ood=True)
         mis.eval()
+        self.fit_log = {"mis_data": self.params["mis_data"], "epoch_losses": curves}
 
     def gate(self, probs: torch.Tensor) -> torch.Tensor:
         """h per query: ~1 (misinformation) when the base's top probability is below tau."""

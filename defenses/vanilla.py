@@ -13,7 +13,8 @@ class Vanilla(Defense):
         self.nets["model"] = ctx.new_model()
 
     def fit(self, ctx):
-        train_classifier(self.nets["model"], ctx, desc="vanilla")
+        m = train_classifier(self.nets["model"], ctx, desc="vanilla")
+        self.fit_log = {"epoch_losses": m.epoch_losses}
 
     def _proba(self, x):
         return torch.softmax(self.nets["model"](x), dim=1)

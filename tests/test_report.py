@@ -170,3 +170,20 @@ def main_args_reject_bad_metric():
     with pytest.raises(SystemExit) as e:
         report.parse_args(["--profile", "cpu", "--clone-metric", "max"])
     return e.value.code == 2
+
+
+def test_training_curves_average_seeds_count_shared_units_once_and_flag_unflat(tmp_path):
+    """Synthetic fit logs: ini's log appears under ini and ini+mad (one trained unit)."""
+    from bench.figures import last_epoch_change, training_curves
+    log = lambda s: {"ini": {"epoch_losses": {"ben": [2.0, 1.0, 0.5 + 0.1 * s], "iso": [0.5, 0.4, 0.39]}}}
+    recs = [S.victim("mnist", d, 98.0, seed=s, extra={"fit_log": log(s)}) for d in ("ini", "ini+mad")
+            for s in (0, 2)]
+    recs.append(S.victim("mnist", "vanilla", 99.0, extra={"fit_log": {"vanilla": {"epoch_losses": {"ce": [1.0, 0.1]}}}}))
+    t, files = training_curves(recs, tmp_path)
+    assert files == ["training_curves_smallcnn_mnist.png"] and (tmp_path / files[0]).stat().st_size > 0
+    rows = {(r["unit"], r["term"]): r for r in t.tidy}
+    assert rows[("ini", "ben")]["seeds"] == 2            # two seeds, not four victims
+    assert float(rows[("ini", "ben")]["last"]) == 0.6    # mean of 0.5 and 0.7
+    assert float(rows[("ini", "ben")]["last_epoch_change_pct"]) == pytest.approx(100 * 0.4 / 1.4, abs=1e-3)
+    assert last_epoch_change([0.5, 0.4, 0.4]) == 0.0 and last_epoch_change([1.0]) is None
+    assert training_curves([S.victim("mnist", "vanilla", 99.0)], tmp_path) == (None, [])

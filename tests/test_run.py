@@ -86,6 +86,17 @@ def test_composed_defense_gets_its_base_params(tiny_profile):
     assert runner.victim_key(p, "mnist", "ini+mad", 0) != runner.victim_key(q, "mnist", "ini+mad", 0)
 
 
+def test_victim_key_covers_training_roles_not_the_query_set(tiny_profile):
+    """Another query set is another cell, never another victim; another OOD set retrains."""
+    r = tiny_profile.roles["mnist"]
+    other_query = replace(tiny_profile, roles={"mnist": replace(r, query="kmnist", query_split="test")})
+    other_ood = replace(tiny_profile, roles={"mnist": replace(r, ood="fashionmnist", ood_split="train")})
+    key = lambda p: runner.victim_key(p, "mnist", "ini", 0)
+    assert key(other_query) == key(tiny_profile) and key(other_ood) != key(tiny_profile)
+    cell = lambda p: runner.cell_key(p, "mnist", "ini", "knockoff", "soft", 0)
+    assert cell(other_query) != cell(tiny_profile)
+
+
 def test_cells_reuse_the_victims_served_predictions(real_root, tiny_profile, tmp_path):
     p = replace(tiny_profile, attacks={"knockoff": {"budget": 300, "epochs": 1, "lr": 0.01}}, labels=("hard",))
     (a,) = runner.run_matrix(p, tmp_path, data_root=real_root, progress=False)
