@@ -41,6 +41,15 @@ ABLATIONS = {
 }
 ABLATION_ONLY = {"ini-iso", "ini-ind", "ini-nogradnorm"}
 
+# Table C.1 rows: registry name -> (display label, paper row name)
+ADV_SURROGATE = {
+    "vanilla": ("Vanilla", "Vanilla"),
+    "ini": ("InI", "InI"),
+    "ini-adv": ("Adv. training 1 (weak C)", "Adv Training 1"),
+    "ini-adv-strong": ("Adv. training 2 (strong C)", "Adv Training 2"),
+}
+ADV_SURROGATE_ONLY = {"ini-adv", "ini-adv-strong"}
+
 ATTACKS = {"knockoff": "KnockoffNets", "jbda": "JBDA"}
 
 # Table B.1 / Table 4 rows: our defense -> paper row (MAD trains nothing beyond Vanilla)

@@ -57,5 +57,5 @@ def pairwise_cosines(grads: list[torch.Tensor]) -> torch.Tensor:
 
 def projected_gram(gram_matrix: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Gram matrix of the projected gradients (W G W^T), e.g. for their cosines."""
-    G, W = gram_matrix.double(), weights.double()
+    G, W = gram_matrix.double().cpu(), weights.double().cpu()   # W is made on the CPU (pcgrad_weights)
     return W @ G @ W.T

@@ -146,6 +146,7 @@ class Col:
     dataset: str | None = None
     attack: str = ""
     label: str = ""
+    metrics: tuple | None = None        # this column's metrics, when they differ from the table's
 
 
 def grid(name, title, row_head, rows, cols, metrics, stats, paper, paper_table, arch,
@@ -169,8 +170,8 @@ def grid(name, title, row_head, rows, cols, metrics, stats, paper, paper_table, 
             ds = row.dataset or col.dataset
             pds = row.paper_dataset or P.dataset_label(ds)
             comparable = row.paper_dataset is None
-            cell = {}
-            for m in metrics:
+            cell, ms = {}, col.metrics or metrics
+            for m in ms:
                 st = stats.get((arch, ds, row.defense, col.attack, col.label, m))
                 pv = paper.get(paper_table, parch, pds, row.paper_defense, col.attack, col.label, m)
                 ours = st.mean if st else None
@@ -183,9 +184,9 @@ def grid(name, title, row_head, rows, cols, metrics, stats, paper, paper_table, 
                              "ours_std": _csv_num(st.std if st else None),
                              "n_seeds": st.n if st else 0, "n_failed": st.failed if st else 0,
                              "paper": _csv_num(pv), "diff": _csv_num(diff)})
-            lines["ours"].append(_show(cell, metrics, 0))
-            lines["paper"].append(_show(cell, metrics, 1))
-            lines["diff"].append(_show(cell, metrics, 2))
+            lines["ours"].append(_show(cell, ms, 0))
+            lines["paper"].append(_show(cell, ms, 1))
+            lines["diff"].append(_show(cell, ms, 2))
         out_rows += [lines["ours"], lines["paper"], lines["diff"]]
     return Table(name, title, header, out_rows, tidy, list(notes))
 
@@ -235,7 +236,7 @@ def _datasets(stats, arch, paper, table) -> list[str]:
 
 def _main_defenses(stats, arch, paper, table, attack=None) -> list[str]:
     ours = {k[2] for k in stats if k[0] == arch and (attack is None or k[3] == attack)
-            and k[2] not in P.ABLATION_ONLY}
+            and k[2] not in P.ABLATION_ONLY | P.ADV_SURROGATE_ONLY}
     theirs = {d for d, (_, pd) in P.DEFENSES.items()
               if pd and any(r[3] == pd for r in paper.rows(table))}
     return _ordered(P.MAIN_ORDER, ours | theirs)
@@ -316,6 +317,34 @@ def table_ablation(stats, paper, arch, name, clone_metric="final") -> Table:
                 paper, 5, arch, notes)
 
 
+def table_c1(stats, paper, arch, name, clone_metric="final") -> Table | None:
+    """Table C.1: InI with an adversarially trained surrogate, beside the paper's CIFAR-10 rows."""
+    ours = sorted({k[1] for k in stats if k[0] == arch and k[2] in P.ADV_SURROGATE_ONLY},
+                  key=lambda d: (list(P.DATASETS) + [d]).index(d))
+    if not ours:
+        return None
+    paper_ds = sorted({r[2] for r in paper.rows("C.1")})
+    rows = []
+    for ds in ours:
+        lab = P.dataset_label(ds)
+        other = None if lab in paper_ds else (paper_ds[0] if paper_ds else None)
+        for i, d in enumerate(P.ADV_SURROGATE):
+            rows.append(Row((lab if i == 0 else "", P.ADV_SURROGATE[d][0]), d, P.ADV_SURROGATE[d][1], ds, other))
+    cols = [Col("Benign", None, metrics=("benign_acc",)),
+            Col("KnockoffNets soft", None, "knockoff", "soft", ("clone_acc", "relative"))]
+    notes = _arch_notes(arch) + [
+        "The paper does not publish its two adversarial-training settings; ours: `ini-adv` (surrogate "
+        "lr 0.01, one step every 10 of V's) and `ini-adv-strong` (lr 0.1, every step), each an SGD step "
+        "on the isolation term's adversary loss against V's served answers on the ID and OOD batches.",
+        CLONE_METRICS[clone_metric]]
+    if any(r.paper_dataset for r in rows):
+        notes.append("The paper's Table C.1 is on CIFAR-10 only: where our data set differs, the paper "
+                     "line shows its CIFAR-10 numbers and no difference is computed.")
+    title = f"Table C.1: InI with an adversarially trained surrogate ({P.arch_label(arch)})"
+    return grid(name, title, ["Dataset", "Defense"], rows, cols, ("clone_acc", "relative"), stats,
+                paper, "C.1", arch, notes)
+
+
 def paper_tables(stats, paper, profile_arch=None, clone_metric="final") -> list[Table]:
     archs = sorted({k[0] for k in stats})
     main = [a for a in archs if a != "vgg16"] or [profile_arch or "resnet18"]
@@ -327,6 +356,8 @@ def paper_tables(stats, paper, profile_arch=None, clone_metric="final") -> list[
                    table_attack(stats, paper, arch, f"table2{sfx}", "2", "knockoff", cm),
                    table_attack(stats, paper, arch, f"table3{sfx}", "3", "jbda", cm),
                    table_ablation(stats, paper, arch, f"table5{sfx}", cm)]
+        c1 = table_c1(stats, paper, arch, f"tableC1{sfx}", cm)
+        tables += [c1] if c1 else []
     if "vgg16" in archs:
         tables += [table_benign(stats, paper, "vgg16", "tableE1", "E.1"),
                    table_attack(stats, paper, "vgg16", "tableE2", "E.2", "knockoff", cm),

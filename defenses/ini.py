@@ -181,6 +181,7 @@ class InI(Defense):
         grads_fn = self.objective_grads if p["train_impl"] == "fast" else self.objective_grads_reference
 
         def step(x, y, xo):
+            self.before_step(sur, v, x, xo, state["step"])
             values, grads = grads_fn(sur, v, params, x, y, xo)
             G = torch.stack(grads)
             gm = gram(G)
@@ -215,6 +216,9 @@ class InI(Defense):
         if log_steps:
             self.fit_log["pcgrad_cosines"] = cos_log
             self.fit_log["pcgrad_cosine_epochs"] = p["log_cosine_epochs"]
+
+    def before_step(self, sur: Surrogate, v, x, xo, step: int) -> None:
+        """Called before each of V's steps; InI's surrogate stays as initialized."""
 
     def objective_grads(self, sur: Surrogate, v, params, x, y, xo):
         """Objective values (detached) and flat weighted gradients w.r.t. V's parameters, in
@@ -299,3 +303,50 @@ class InIInductionOnly(InI):
 class InINoGradNorm(InI):
     label = "w/o grad L_ig"
     objectives = ("ben", "iso", "ind")
+
+
+@register_defense("ini-adv")
+class InIAdversarialSurrogate(InI):
+    """Table C.1: InI whose surrogate adversary is trained against V, alternating with V's steps.
+
+    Every ``adv_every`` steps of V, the surrogate C takes one SGD step (lr ``adv_lr``) on the
+    adversary's loss (``adv_loss``, the isolation term's: C learns V's served answers) on the
+    ID and OOD batches, V's outputs taken in eval mode, as the deployed model answers them.
+    C keeps its BatchNorm in eval mode (running statistics), as InI's fixed surrogate does.
+    The paper does not publish its two settings ("Adv Training 1/2"); ``ini-adv`` is a weak
+    adversary (lr 0.01, every 10 steps) and ``ini-adv-strong`` a strong one (lr 0.1, every step).
+    """
+    label = "InI, adversarial C"
+    defaults = {**InI.defaults, "adv_lr": 0.01, "adv_every": 10}
+
+    def _check_params(self):
+        super()._check_params()
+        p = self.params
+        if not isinstance(p["adv_every"], int) or p["adv_every"] < 1:
+            raise ValueError(f"{self.name}: adv_every must be an int >= 1, got {p['adv_every']!r}")
+        if not p["adv_lr"] > 0:
+            raise ValueError(f"{self.name}: adv_lr must be > 0, got {p['adv_lr']!r}")
+
+    def before_step(self, sur, v, x, xo, step):
+        if step % self.params["adv_every"]:
+            return
+        c = sur.model
+        if "adv_opt" not in self.aux:
+            self.aux["adv_opt"] = torch.optim.SGD(c.parameters(), lr=self.params["adv_lr"], momentum=0.9)
+        xs = torch.cat([x, xo])
+        v.eval()
+        with torch.no_grad():
+            zv = v(xs)
+        v.train()
+        c.requires_grad_(True)
+        opt = self.aux["adv_opt"]
+        opt.zero_grad(set_to_none=True)
+        ADV_LOSSES[self.params["adv_loss"]](c(xs), zv).backward()
+        opt.step()   # in place: the surrogate's detached parameter views see the update
+        c.requires_grad_(False)
+
+
+@register_defense("ini-adv-strong")
+class InIAdversarialSurrogateStrong(InIAdversarialSurrogate):
+    label = "InI, adversarial C (strong)"
+    defaults = {**InIAdversarialSurrogate.defaults, "adv_lr": 0.1, "adv_every": 1}

@@ -179,3 +179,41 @@ def test_reference_training_runs():
     d.build(ctx)
     d.fit(ctx)
     assert d.fit_log["train_impl"] == "reference"
+
+
+@pytest.mark.parametrize("name", ["ini-adv", "ini-adv-strong"])
+def test_adversarial_surrogate_learns_the_victim(name):
+    """Table C.1's C is trained against V: it moves, and it fits V's answers better than the
+    fixed surrogate InI starts from (generated data)."""
+    from defenses.ini import kl_c_v
+    ctx = tiny_ctx(n=128)
+    d = get_defense(name, adv_every=1)
+    d.build(ctx)
+    d.fit(ctx)
+    used, fresh = d.aux["surrogate"].model, d.make_surrogate(ctx).model
+    assert any(not torch.equal(t, used.state_dict()[k]) for k, t in fresh.state_dict().items())
+    assert all(not p.requires_grad for p in used.parameters())
+    x = ctx.id_train.x[:64]
+    with torch.no_grad():
+        zv = d.nets["model"](x)
+        assert kl_c_v(used(x), zv) < kl_c_v(fresh(x), zv)
+
+
+def test_adversarial_surrogate_parameters_checked():
+    with pytest.raises(ValueError, match="adv_every must be an int >= 1"):
+        get_defense("ini-adv", adv_every=0)
+    with pytest.raises(ValueError, match="adv_lr must be > 0"):
+        get_defense("ini-adv", adv_lr=0.0)
+    assert get_defense("ini-adv-strong").params["adv_lr"] == 0.1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (ran on an H100: failed before the fix)")
+def test_cosine_logging_on_cuda():
+    """PCGrad's weights are made on the CPU; logging the projected cosines once mixed them with
+    the CUDA Gram matrix (found by `bench.rehearse --device cuda`)."""
+    ctx = tiny_ctx(n=64)
+    ctx.device = "cuda"
+    d = get_defense("ini", log_cosine_epochs=1)
+    d.build(ctx)
+    d.fit(ctx)
+    assert len(d.fit_log["pcgrad_cosines"]["ben|iso"]["after"]) >= 1

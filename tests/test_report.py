@@ -187,3 +187,17 @@ def test_training_curves_average_seeds_count_shared_units_once_and_flag_unflat(t
     assert float(rows[("ini", "ben")]["last_epoch_change_pct"]) == pytest.approx(100 * 0.4 / 1.4, abs=1e-3)
     assert last_epoch_change([0.5, 0.4, 0.4]) == 0.0 and last_epoch_change([1.0]) is None
     assert training_curves([S.victim("mnist", "vanilla", 99.0)], tmp_path) == (None, [])
+
+
+def test_table_c1_shows_the_adversarial_surrogate_rows_beside_the_paper(tmp_path):
+    """Synthetic records: ini-adv rows go to Table C.1 (with benign and KnockoffNets soft), not Table 1."""
+    recs = []
+    for d, benign, clone in [("vanilla", 91.0, 50.0), ("ini", 89.0, 40.0), ("ini-adv", 90.0, 45.0),
+                             ("ini-adv-strong", 70.0, 30.0)]:
+        recs += [S.victim("fashionmnist", d, benign), S.cell("fashionmnist", d, "knockoff", "soft", clone, benign)]
+    root = S.write(recs, tmp_path)
+    report.render(root, tmp_path / "out", "synth", speed_dir=tmp_path / "none")
+    c1 = (tmp_path / "out" / "tableC1.md").read_text()
+    assert "Adv. training 2 (strong C)" in c1 and "64.95" in c1 and "40.40" in c1   # the paper's row
+    assert "70.00" in c1 and "30.00" in c1
+    assert "Adv." not in (tmp_path / "out" / "table1.md").read_text()
