@@ -30,6 +30,11 @@ class AttackContext:
     # code tests it (KnockoffNets: every epoch; JBDA: every round). It returns nothing, so
     # the attack learns nothing from the test set; the runner keeps the accuracies.
     on_checkpoint: Callable | None = None
+    # Kerckhoffs: the defense's name and public parameters (JSON only, never weights), and a
+    # runner-side factory (bench/shadow.py) that wraps the same defense around a model of the
+    # attacker's own: factory(shadow, images) -> x -> served probabilities.
+    defense_info: dict = field(default_factory=dict)
+    defense_factory: Callable | None = None
 
     def checkpoint(self, clone: nn.Module) -> None:
         if self.on_checkpoint is not None:

@@ -8,7 +8,7 @@ from . import data as D
 from . import records as R
 from .io import CorruptFileError, provenance
 from .keys import cell_key, cell_record_path, victim_key
-from .oracle import Oracle
+from .oracle import Oracle, Refused
 from .profiles import Profile
 from .roles import load_roles, roles_record
 from .train import accuracy, predict, seed_everything
@@ -33,24 +33,33 @@ def run_cell(profile, dataset, defense_name, attack_name, label, seed, out, data
         rec.attack_label, rec.attack_params = attack.display, dict(attack.params)
         roles = load_roles(profile, dataset, data_root)
         test = roles["test"]
+        tape = CheckpointTape(rec, test, device)
+        from .shadow import attacker_view   # the defense's name, public params and factory
         actx = AttackContext(clone_arch=profile.arch, num_classes=roles["num_classes"],
                              in_channels=roles["in_channels"], input_size=roles["input_size"],
                              query_set=roles["query"].x, seed_set=seed_set(attack, roles["train"]), device=device,
                              seed=seed, progress=progress, arch_params=dict(profile.arch_params),
                              mean=test.mean, std=test.std,
-                             on_checkpoint=lambda c: rec.clone_acc_checkpoints.append(
-                                 accuracy(predict(c, test.x, device).argmax(1), test.y)))
+                             **attacker_view(victim, defense_name, profile.arch, profile.arch_params, roles,
+                                             device, seed),
+                             on_checkpoint=tape)
         oracle = Oracle(victim, attack.budget(), label, device)
         seed_everything(seed)
-        clone = attack.run(oracle, actx)
-        clone_top1 = predict(clone, test.x, device).argmax(1)
+        try:
+            clone = attack.run(oracle, actx)
+            clone_top1 = predict(clone, test.x, device).argmax(1)
+        except Refused as refusal:   # a stream monitor stopped the account: score what it had
+            clone_top1 = tape.last_top1
+            rec.detected_at, rec.detection = refusal.answered, {**refusal.verdict, "clone": (
+                "last checkpoint" if clone_top1 is not None else "none: refused before a clone existed")}
         victim_top1 = served_top1(out, rec.victim_key, len(test.y))
         if victim_top1 is None:
             victim_top1 = predict(victim, test.x, device).argmax(1)
-        rec.clone_acc = accuracy(clone_top1, test.y)
+        if clone_top1 is not None:
+            rec.clone_acc = accuracy(clone_top1, test.y)
+            rec.fidelity = accuracy(clone_top1, victim_top1)
         rec.clone_acc_best = max(rec.clone_acc_checkpoints, default=rec.clone_acc)
-        rec.relative = rec.clone_acc / rec.benign_acc if rec.benign_acc else None
-        rec.fidelity = accuracy(clone_top1, victim_top1)
+        rec.relative = rec.clone_acc / rec.benign_acc if rec.benign_acc and rec.clone_acc is not None else None
         rec.queries_used, rec.budget = oracle.queries_used, oracle.budget
         rec.curve = {str(b): accuracy(predict(c, test.x, device).argmax(1), test.y)
                      for b, c in getattr(attack, "curve", {}).items()}
@@ -62,6 +71,18 @@ def run_cell(profile, dataset, defense_name, attack_name, label, seed, out, data
     rec.wall_time_s = time.time() - t0
     R.save(cell_record_path(out, dataset, defense_name, attack_name, label, seed, key), rec)
     return rec
+
+
+class CheckpointTape:
+    """The runner's end of ``actx.checkpoint``: each test point's clone accuracy, and the last
+    clone's test-set top-1 (what a refused attack is scored by)."""
+
+    def __init__(self, rec, test, device):
+        self.rec, self.test, self.device, self.last_top1 = rec, test, device, None
+
+    def __call__(self, clone) -> None:
+        self.last_top1 = predict(clone, self.test.x, self.device).argmax(1)
+        self.rec.clone_acc_checkpoints.append(accuracy(self.last_top1, self.test.y))
 
 
 def seed_set(attack, train):

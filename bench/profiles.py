@@ -202,6 +202,33 @@ register(Profile(
                 "at lr 0.01 (paper: 0.1; the small-CNN clone is unstable there)"),
 ))
 
+# Every registered defense and attack once, at minimum sizes, on the smoke victim: a newcomer's
+# file runs end to end here (tests/test_registry_profiles.py fails until it is listed).
+# smoke-defenses: every defense against KnockoffNets and the adaptive attacker (soft);
+# smoke-attacks: every attack against Vanilla (soft and hard). Not comparable numbers: "does it run".
+SMOKE = PROFILES["smoke"]
+TINY_CLONE = {"budget": 1000, "epochs": 3, "lr": 0.03}
+ALL_DEFENSES = ("vanilla", "mad", "mad-argmax", "am", "edm", "ini", "ini+mad", "ini+am", "dcp", "reverse-sigmoid",
+                "rounding", "gaussian-noise", "topk", "grad2", "prada", "mad+prada", "ini-iso", "ini-ind",
+                "ini-nogradnorm", "ini-adv", "ini-adv-strong")
+ALL_ATTACKS = {"knockoff": TINY_CLONE, "jbda": {"rounds": 2, "epochs_per_round": 2, "lr": SMALL_CLONE_LR},
+               "copycat": TINY_CLONE, "activethief": {**TINY_CLONE, "rounds": 2, "initial": 0.2},
+               "dfme": {"budget": 10_000, "batch_size": 64}, "random-noise": {"budget": 3000, "epochs": 3},
+               "adaptive": {**TINY_CLONE, "shadow_epochs": 2, "map_steps": 300, "extra_images": 1000},
+               "art-knockoff": TINY_CLONE, "art-copycat": TINY_CLONE}
+TINY_GRAY = TrainConfig(epochs=2, lr=0.05, step_every=1)
+_TINY = dict(train={"mnist": TINY_GRAY}, train_size=3000, test_size=2000, query_size=4000, ood_size=2000,
+             val_size=500, tune=False)
+register(replace(
+    SMOKE, name="smoke-defenses", defenses=ALL_DEFENSES, labels=("soft",),
+    attacks={"knockoff": TINY_CLONE, "adaptive": ALL_ATTACKS["adaptive"]}, **_TINY,
+    deviations=("every registered defense once at minimum sizes (3,000 MNIST images, 2 epochs): "
+                "checks that it runs, its numbers compare with nothing",)))
+register(replace(
+    SMOKE, name="smoke-attacks", defenses=("vanilla",), attacks=ALL_ATTACKS, **_TINY,
+    deviations=("every registered attack once at minimum sizes against a 2-epoch MNIST Vanilla victim: "
+                "checks that it runs, its numbers compare with nothing; art-* need `pip install -e '.[art]'`",)))
+
 # The regression check's matrix. Victims train to a plateau (lr x0.1 for the last 3 of 8
 # epochs: MNIST 98.3-98.5 over seeds and kernel paths) instead of stopping on the steep part
 # of the curve (2 epochs moved benign accuracy by 5 points between CPUs). KnockoffNets clones
@@ -228,6 +255,29 @@ register(Profile(
                 "serving knobs fixed (MAD eps 0.5, DCP beta 1.2), not tuned: the tuner's discrete pick "
                 "varies between seeds and made MAD's clones the noisiest numbers of the check"),
 ))
+
+
+# The cpu profile's victims (same training config, so the same cache keys in the same --out)
+# against the defenses and attacks beyond the paper. Output defenses serve the trained Vanilla
+# or InI; only the tuning and the attack cells are new work.
+CPU = PROFILES["cpu"]
+register(replace(
+    CPU, name="cpu-extended",
+    defenses=("vanilla", "ini", "mad", "dcp", "am", "reverse-sigmoid", "rounding", "gaussian-noise", "topk",
+              "grad2", "prada", "ini+grad2"),
+    extra_defenses={"fashionmnist": ("ini-adv", "ini-adv-strong")},   # Table C.1
+    attacks={"knockoff": CPU.attacks["knockoff"], "copycat": {"budget": 10_000, "epochs": 10, "lr": SMALL_CLONE_LR},
+             "activethief": {"budget": 10_000, "epochs": 10, "lr": SMALL_CLONE_LR},
+             "adaptive": {"budget": 10_000, "epochs": 10, "lr": SMALL_CLONE_LR},
+             "dfme": {}, "random-noise": {"budget": 100_000, "epochs": 3},
+             "art-knockoff": {"budget": 10_000, "epochs": 10, "lr": SMALL_CLONE_LR}},
+    export=(),
+    deviations=CPU.deviations + (
+        "beyond the paper: output defenses on the trained Vanilla victim, GRAD^2 with a random surrogate "
+        "(surrogate_epochs=0; its paper distils one for 10 epochs), PRADA watching each attacker's stream; "
+        "attacks CopycatCNN, ActiveThief, the adaptive attacker, DFME (100,000 queries) against its "
+        "random-noise baseline, and IBM ART's KnockoffNets (needs `pip install -e '.[art]'`)",
+        "Table C.1 on FashionMNIST (paper: CIFAR-10); its two adversarial-training settings are ours")))
 
 
 def get_profile(name: str) -> Profile:

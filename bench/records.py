@@ -59,6 +59,8 @@ class CellRecord:
     queries_used: int | None = None
     budget: int | None = None
     curve: dict = field(default_factory=dict)   # budget -> clone acc (KnockoffNets budget curves)
+    detected_at: int | None = None   # a stream monitor refused the account after this many answered queries
+    detection: dict = field(default_factory=dict)   # its verdict (monitor, position "at", W), the clone scored
     error: str | None = None
     traceback: str | None = None
     key: str = ""

@@ -82,7 +82,7 @@ def run_matrix(profile, out=None, datasets=None, defenses=None, attacks=None, la
     log = LineProgress(len(todo), "cell", progress and not bars)
     for c, rec in zip(todo, _map(_worker, profile, todo, jobs, args, backend, scheduler)):
         done[c] = rec
-        log.done("/".join(map(str, c)), f"clone {rec.clone_acc:.2f} ({rec.wall_time_s:.0f} s)"
+        log.done("/".join(map(str, c)), f"clone {_f(rec.clone_acc)} ({rec.wall_time_s:.0f} s)"
                  if rec.status == "ok" else f"FAILED {rec.error}")
     records = [done[c] for c in cells]
     write_summary(profile, out, records)

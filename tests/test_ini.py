@@ -186,8 +186,9 @@ def test_adversarial_surrogate_learns_the_victim(name):
     """Table C.1's C is trained against V: it moves, and it fits V's answers better than the
     fixed surrogate InI starts from (generated data)."""
     from defenses.ini import kl_c_v
-    ctx = tiny_ctx(n=128)
-    d = get_defense(name, adv_every=1)
+    torch.manual_seed(0)
+    ctx = tiny_ctx(n=512, epochs=2)   # 8 steps of V, each after one step of C
+    d = get_defense(name, adv_every=1, adv_lr=0.1)
     d.build(ctx)
     d.fit(ctx)
     used, fresh = d.aux["surrogate"].model, d.make_surrogate(ctx).model

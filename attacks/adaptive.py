@@ -1,0 +1,211 @@
+"""Adaptive (Kerckhoffs) KnockoffNets: an attacker who knows the defense's algorithm and public
+parameters, not its weights, and undoes part of its perturbation.
+
+The threat model of adaptive evaluations (Tramèr et al., "On adaptive attacks to adversarial
+example defenses", NeurIPS 2020; for stealing, Orekondy et al.'s MAD paper, Sec. 6, and
+Kariyappa & Qureshi's AM paper test attackers that know the defense). Steps:
+1. KnockoffNets' queries: ``budget`` images of the surrogate set, drawn as ``knockoff`` draws
+   them (same seed, same images), answered by the oracle: the only queries made.
+2. Shadow: a fresh clone trained on the answers' top-1 (``shadow_targets="top1"``; "answers":
+   the answers themselves). Trained on top-1 labels its outputs look like a classifier's; trained
+   on defended vectors they looked like defended answers already (measured on MNIST: MAD's pairs
+   then taught the map to keep MAD's spike, and reverse sigmoid's clone lost 9 points).
+3. The runner's factory (``AttackContext.defense_factory``) wraps the same defense, with the
+   victim's public parameters, around the shadow, ``keys`` times with fresh secret randomness
+   (MAD's surrogate, AM's misinformation model): the map then learns what the defense does for
+   any secret, not for one draw (AM's misinformation model picks an arbitrary wrong class per
+   class; averaged over draws the map learns "anything but the served class").
+4. Pairs (defended, undefended) on the attacker's own images (the queried ones plus
+   ``extra_images`` of the surrogate set that are never queried), with the shadow's logits scaled
+   so that its defended answers are as confident as the victim's (mean top probability matched
+   over a grid, then ``sharpness_spread`` around it): the pairs look like what the victim serves.
+5. Map: a small MLP from the defended probability vector (its log, clipped at 1e-6) to the
+   undefended one, fitted with soft cross-entropy. Why the answer alone, not the image too: what
+   transfers from shadow to victim is the defense's rule (its distortion of a probability
+   vector), not the shadow's image-to-answer function, the weaker copy of the victim; an MLP, not
+   per-class calibration, because MAD and AM move mass between classes (towards an extreme point,
+   away from the top-1), which per-class scaling cannot undo. Hard labels: the map reads the
+   defended top-1 as a one-hot vector (E[undefended | served label]).
+6. The clone trains, as KnockoffNets (same recipe), on map(victim's answers).
+
+A training-time defense (the factory raises ``NotImplementedError``) or no factory at all: the
+attack is KnockoffNets with the same queries and recipe, warns, and says so in ``self.log``.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from attacks.base import Attack, AttackContext, clone_loss, register_attack
+from attacks.train_clone import train_clone, train_new_clone
+
+LOG_FLOOR = 1e-6
+
+
+class Scaled(nn.Module):
+    """The shadow with its logits multiplied by ``scale`` (set between calls of the defense)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net, self.scale = net, 1.0
+
+    def forward(self, x):
+        return self.net(x) * self.scale
+
+
+class AnswerMap(nn.Module):
+    """Defended probability vector -> logits of the undefended one."""
+
+    def __init__(self, k: int, hidden: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(k, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, k))
+
+    def forward(self, probs):
+        return self.mlp(probs.clamp_min(LOG_FLOOR).log())
+
+
+def fit_answer_map(defended: torch.Tensor, undefended: torch.Tensor, hidden: int = 64, steps: int = 2000,
+                   lr: float = 3e-3, batch_size: int = 128, generator=None) -> AnswerMap:
+    """Fit the map on (defended, undefended) probability pairs: soft cross-entropy, Adam with a
+    cosine schedule, a fixed number of steps (however many pairs there are)."""
+    m = AnswerMap(defended.shape[1], hidden)
+    opt = torch.optim.Adam(m.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    order, pos = torch.randperm(len(defended), generator=generator), 0
+    for _ in range(steps):
+        if pos >= len(order):
+            order, pos = torch.randperm(len(defended), generator=generator), 0
+        idx = order[pos:pos + batch_size]
+        pos += batch_size
+        loss = clone_loss(m(defended[idx]), undefended[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    return m.eval()
+
+
+def apply_map(m: AnswerMap, probs: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.softmax(m(probs.float()), 1)
+
+
+def as_probs(answers: torch.Tensor, k: int) -> torch.Tensor:
+    """Soft answers as they are; hard labels as one-hot vectors."""
+    return F.one_hot(answers, k).float() if answers.dim() == 1 else answers.float()
+
+
+SHARPNESS_GRID = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)   # shadow logit std tried when matching
+HARD_SHARPNESS = 4.0   # hard labels show no confidence to match: a confident classifier's logit std
+SHADOW_TARGETS = ("top1", "answers")
+
+
+@register_attack("adaptive")
+class AdaptiveKnockoff(Attack):
+    label = "Adaptive KnockoffNets"
+    defaults = {"budget": 50_000, "epochs": 50, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
+                "batch_size": 128, "shadow_epochs": 10, "shadow_targets": "top1", "extra_images": 3000,
+                "sharpness_spread": (0.5, 1.0, 2.0), "keys": 3, "aux_epochs": 3,
+                "map_hidden": 64, "map_steps": 2000, "map_lr": 3e-3}
+
+    def _check_params(self):
+        p = self.params
+        if not isinstance(p["budget"], int) or p["budget"] <= 0:
+            raise ValueError(f"adaptive: budget must be a positive integer, got {p['budget']!r}")
+        for k in ("epochs", "shadow_epochs", "keys", "aux_epochs", "map_hidden", "map_steps"):
+            if not isinstance(p[k], int) or p[k] < 1:
+                raise ValueError(f"adaptive: {k} must be an integer >= 1, got {p[k]!r}")
+        if not isinstance(p["extra_images"], int) or p["extra_images"] < 0:
+            raise ValueError(f"adaptive: extra_images must be an integer >= 0, got {p['extra_images']!r}")
+        if p["shadow_targets"] not in SHADOW_TARGETS:
+            raise ValueError(f"adaptive: shadow_targets={p['shadow_targets']!r}; accepted: {list(SHADOW_TARGETS)}")
+        spread = p["sharpness_spread"]
+        if not spread or any(not isinstance(t, (int, float)) or t <= 0 for t in spread):
+            raise ValueError(f"adaptive: sharpness_spread must be a non-empty list of numbers > 0, got {spread!r}")
+
+    def budget(self) -> int:
+        return self.params["budget"]
+
+    def run(self, oracle, actx: AttackContext):
+        if actx.query_set is None:
+            raise ValueError("adaptive needs a query set (AttackContext.query_set)")
+        b, pool = self.params["budget"], actx.query_set
+        if b > len(pool):
+            raise ValueError(f"adaptive: budget {b} exceeds the query set size {len(pool)}")
+        order = torch.randperm(len(pool), generator=actx.generator(0))   # knockoff's draw
+        x = pool[order[:b]]
+        own = pool[order[b:b + self.params["extra_images"]]]   # never queried
+        answers = torch.cat([oracle.query(x[i:i + 1024]) for i in range(0, b, 1024)])
+        self.log = {"defense": actx.defense_info.get("name"), "fallback": None}
+        try:
+            if actx.defense_factory is None:
+                raise NotImplementedError("the runner gave no defense factory")
+            targets = self._invert(actx, x, own, answers)
+        except NotImplementedError as e:
+            self.log["fallback"] = f"KnockoffNets on the raw answers: {e}"
+            warnings.warn(f"adaptive: {self.log['fallback']}", stacklevel=2)
+            targets = answers
+        return train_new_clone(actx, x, targets, self.params, "adaptive", checkpoint_epochs=True)
+
+    def _invert(self, actx, x, own, answers) -> torch.Tensor:
+        """map(answers): the victim's answers with the learned inverse of its defense applied."""
+        p, k, dev = self.params, actx.num_classes, actx.device
+        raw = as_probs(answers, k)
+        shadow = self._shadow(actx, x, raw.argmax(1) if p["shadow_targets"] == "top1" else answers)
+        scaled, images = Scaled(shadow).eval(), torch.cat([x, own])
+        unit = logit_spread(shadow, images, dev)
+        keyed = [actx.defense_factory(scaled, images, epochs=p["aux_epochs"], lr=p["lr"], batch_size=p["batch_size"],
+                                      key=key, progress=actx.progress) for key in range(p["keys"])]
+        hard = answers.dim() == 1
+        centre = HARD_SHARPNESS if hard else match_sharpness(scaled, keyed[0], x, raw, unit, dev)
+        pairs = [pairs_at(scaled, served, images, centre * s / unit, dev)
+                 for served in keyed for s in p["sharpness_spread"]]
+        defended, undefended = (torch.cat(z) for z in zip(*pairs))
+        if hard:   # the map reads what a hard-label victim serves: the defended top-1
+            defended = F.one_hot(defended.argmax(1), k).float()
+        m = fit_answer_map(defended, undefended, p["map_hidden"], p["map_steps"], p["map_lr"],
+                           generator=actx.generator(12))
+        mapped = apply_map(m, raw)
+        self.log.update(sharpness=centre, pairs=len(defended),
+                        top1_changed_by_map=100.0 * float((mapped.argmax(1) != raw.argmax(1)).float().mean()))
+        return mapped
+
+    def _shadow(self, actx, x, targets):
+        """The attacker's model of the victim, trained on the victim's answers (default: their
+        top-1 only, so that its own outputs look like a classifier's, not like defended answers)."""
+        p = self.params
+        shadow = actx.new_clone()
+        return train_clone(shadow, x, targets, actx, epochs=p["shadow_epochs"], lr=p["lr"], momentum=p["momentum"],
+                           weight_decay=p["weight_decay"], batch_size=p["batch_size"], desc="adaptive-shadow",
+                           generator=actx.generator(11))
+
+
+def match_sharpness(scaled, served, x, raw, unit, device) -> float:
+    """The shadow logit std (from SHARPNESS_GRID) at which its defended answers on the queried
+    images are, on average, as confident (mean top probability) as the victim's answers."""
+    want = float(raw.max(1).values.mean())
+    gap = lambda s: abs(float(pairs_at(scaled, served, x, s / unit, device)[0].max(1).values.mean()) - want)
+    return min(SHARPNESS_GRID, key=gap)
+
+
+def logit_spread(net, images, device, batch=1024) -> float:
+    """Mean per-image standard deviation of the shadow's logits: the unit of ``sharpness``."""
+    with torch.no_grad():
+        z = torch.cat([net(images[i:i + batch].to(device)).cpu() for i in range(0, len(images), batch)])
+    return max(float(z.std(1).mean()), 1e-6)
+
+
+def pairs_at(scaled, served, images, scale, device, batch=1024):
+    """(defended, undefended) probabilities of the shadow, logits times ``scale``, on images."""
+    scaled.scale = float(scale)
+    d, u = [], []
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            xb = images[i:i + batch].to(device)
+            d.append(served(xb).cpu().float())
+            u.append(torch.softmax(scaled(xb), 1).cpu())
+    return torch.cat(d), torch.cat(u)
