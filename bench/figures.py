@@ -231,3 +231,33 @@ def training_curves(records, out: Path) -> tuple[Table | None, list[str]]:
                "defender, mis for the misinformation model). The last column is |L_E - L_E-1| / "
                "|L_1 - L_E|: near 0 means the objective had flattened."])
     return t, files
+
+
+# ------------------------------------------------------------------ Figure D.1 (t-SNE)
+def figure_d1(records, out: Path) -> list[str]:
+    """Per data set: rows Vanilla / InI (first seed that has an embedding), columns ID / OOD."""
+    found = {}
+    for r in sorted(records, key=lambda r: (r.seed, r.defense)):
+        t = r.extra.get("tsne") if r.kind == "victim" else None
+        if t and "id" in t:
+            found.setdefault((r.arch, r.dataset), {}).setdefault(r.defense, (r, t))
+    files = []
+    plt = _plt()
+    for (arch, ds), by_def in sorted(found.items()):
+        defs = sorted(by_def, key=_rank)
+        fig, axes = plt.subplots(len(defs), 2, figsize=(7, 3.3 * len(defs)), squeeze=False)
+        for row, d in zip(axes, defs):
+            r, t = by_def[d]
+            for ax, part, name in ((row[0], "id", t["id_set"]), (row[1], "ood", t["ood_set"])):
+                pts = t[part]
+                ax.scatter([p[0] for p in pts], [p[1] for p in pts], c=[p[2] for p in pts], cmap="tab10",
+                           vmin=0, vmax=9, s=3)
+                ax.set(title=f"{P.defense_label(d)}: {name} ({len(pts)}, seed {r.seed})", xticks=[], yticks=[])
+        fig.suptitle(f"Figure D.1: t-SNE of penultimate features, colour = predicted class "
+                     f"({P.dataset_label(ds)}, {P.arch_label(arch)})", fontsize=10)
+        fig.tight_layout()
+        name = f"figureD1_{arch}_{ds}.png"
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        files.append(name)
+    return files

@@ -19,7 +19,7 @@ from . import paper as P
 from . import records as R
 from .io import CorruptFileError, write_text
 # the renderer's parts, importable from here as before
-from .figures import budget_curves, curve_points, figure3, find_cosines, training_curves  # noqa: F401
+from .figures import budget_curves, curve_points, figure3, figure_d1, find_cosines, training_curves  # noqa: F401
 from .speedtables import load_speed, speed_tables, table4, table_b1  # noqa: F401
 from .tables import (CLONE_METRICS, FAILED, MISSING, Col, Row, Stat, Table, collect, fmt_stat,  # noqa: F401
                      grid, paper_tables, table_ablation, table_attack, table_benign, use_clone_metric)
@@ -114,6 +114,9 @@ def render(results_dir, out, profile_name=None, speed_dir=None, paper_csv=None, 
     else:
         missing.append("Figure 3: no victim record carries PCGrad cosines "
                        "(`extra.fit_log.pcgrad_cosines`).")
+    d1 = figure_d1(records, out)
+    if d1:
+        sections.append(("Figure D.1: t-SNE of ID and OOD features (Vanilla vs InI)", d1))
     curves_t, curves_png = training_curves(records, out)
     if curves_t:
         sections.append((curves_t.title, curves_t.write(out) + curves_png))

@@ -61,6 +61,9 @@ def build_victim(profile, dataset, defense_name, seed, out, data_root=None, devi
     served = predict(defense, roles["test"].x, device)
     save_state(served_path(out, vkey), served.argmax(1))   # every attack cell's fidelity reuses it
     extra.update(serving_stats(defense, roles["test"].x, served, device))
+    if defense_name in profile.export:   # Figure D.1
+        from .embedding import tsne_record
+        extra["tsne"] = tsne_record(defense, roles["test"], roles["query"], device, seed)
     rec = R.VictimRecord(
         profile=profile.name, dataset=dataset, arch=profile.arch, defense=defense_name,
         defense_label=defense.display, defense_params=dict(defense.params), seed=seed,
