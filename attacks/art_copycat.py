@@ -7,21 +7,13 @@ thief is trained with our copycat's parameters; see attacks/art_knockoff.py for 
 """
 from __future__ import annotations
 
-from attacks.art_knockoff import check_train_params, run_art_extraction
-from attacks.base import Attack, register_attack
+from attacks.art_knockoff import ArtKnockoffNets, run_art_extraction
+from attacks.base import register_attack
 
 
 @register_attack("art-copycat")
-class ArtCopycatCNN(Attack):
+class ArtCopycatCNN(ArtKnockoffNets):   # the same parameters and checks; another ART attack
     label = "CopycatCNN (ART)"
-    defaults = {"budget": 50_000, "epochs": 50, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
-                "batch_size": 128}
-
-    def _check_params(self):
-        check_train_params(self.name, self.params)
-
-    def budget(self) -> int:
-        return self.params["budget"]
 
     def run(self, oracle, actx):
         return run_art_extraction(self, "CopycatCNN", oracle, actx, offset=7, use_probability=False)

@@ -19,3 +19,14 @@ def tiny_ctx(n=256, epochs=1, batch_size=128, hash_set=False):
                    hash_set=generated_set(n, "gen-hash", 2) if hash_set else None,
                    train=TrainConfig(epochs=epochs, batch_size=batch_size), progress=False,
                    arch_params={"width": 4, "hidden": 16})
+
+
+class LinearVictim(torch.nn.Module):
+    """Stand-in victim on generated 1x8x8 inputs: softmax of a seeded linear map."""
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = torch.nn.Linear(64, 10)
+
+    def forward(self, x):
+        return torch.softmax(self.lin(x.flatten(1)), 1)

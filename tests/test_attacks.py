@@ -4,16 +4,7 @@ import torch
 from attacks import AttackContext, get_attack, list_attacks
 from bench.oracle import Oracle
 
-
-class LinearVictim(torch.nn.Module):
-    """Stand-in victim on generated 1x8x8 inputs."""
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.lin = torch.nn.Linear(64, 10)
-
-    def forward(self, x):
-        return torch.softmax(self.lin(x.flatten(1)), 1)
+from tests.generated import LinearVictim  # noqa: E402
 
 
 def ctx(**kw):

@@ -8,16 +8,7 @@ from bench.oracle import Oracle
 
 TINY = {"batch_size": 8, "m": 2, "nz": 8, "ngf": 4, "c_steps": 2, "checkpoint_every": 2}   # 40 queries/iteration
 
-
-class LinearVictim(torch.nn.Module):
-    """Stand-in victim on generated 1x8x8 inputs."""
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.lin = torch.nn.Linear(64, 10)
-
-    def forward(self, x):
-        return torch.softmax(self.lin(x.flatten(1)), 1)
+from tests.generated import LinearVictim  # noqa: E402
 
 
 class Recording(Oracle):
