@@ -22,7 +22,8 @@ from .io import CorruptFileError, write_text
 from .figures import budget_curves, curve_points, figure3, figure_d1, find_cosines, training_curves  # noqa: F401
 from .speedtables import load_speed, speed_tables, table4, table_b1  # noqa: F401
 from .tables import (CLONE_METRICS, FAILED, MISSING, Col, Row, Stat, Table, collect, fmt_stat,  # noqa: F401
-                     grid, paper_tables, table_ablation, table_attack, table_benign, use_clone_metric)
+                     grid, paper_tables, table_ablation, table_attack, table_benign, table_detection,
+                     use_clone_metric)
 
 BEGIN = "<!-- BEGIN GENERATED (bench.report; edits inside are overwritten) -->"
 END = "<!-- END GENERATED -->"
@@ -114,6 +115,9 @@ def render(results_dir, out, profile_name=None, speed_dir=None, paper_csv=None, 
     else:
         missing.append("Figure 3: no victim record carries PCGrad cosines "
                        "(`extra.fit_log.pcgrad_cosines`).")
+    det = table_detection(records)
+    if det:
+        sections.append((det.title, det.write(out)))
     d1 = figure_d1(records, out)
     if d1:
         sections.append(("Figure D.1: t-SNE of ID and OOD features (Vanilla vs InI)", d1))

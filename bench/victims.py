@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from . import records as R
+from .detection import benign_fpr, has_monitor
 from .io import load_state, provenance, read_json, save_state, write_json
 from .keys import base_config, defense_params, training_roles, unit_key, victim_key, victim_record_path
 from .roles import load_roles, make_context
@@ -61,6 +62,10 @@ def build_victim(profile, dataset, defense_name, seed, out, data_root=None, devi
     served = predict(defense, roles["test"].x, device)
     save_state(served_path(out, vkey), served.argmax(1))   # every attack cell's fidelity reuses it
     extra.update(serving_stats(defense, roles["test"].x, served, device))
+    if has_monitor(defense):   # a stream detector: how often it flags honest accounts
+        test = roles["test"]
+        extra["benign_fpr"] = benign_fpr(defense, test.x, streams=10, length=min(2000, len(test.x)),
+                                         seed=seed, device=device)
     if defense_name in profile.export:   # Figure D.1
         from .embedding import tsne_record
         extra["tsne"] = tsne_record(defense, roles["test"], roles["query"], device, seed)

@@ -161,25 +161,10 @@ class PRADA(PostProcessor):
 
 def benign_fpr(victim, images: torch.Tensor, streams: int = 10, length: int = 1000, seed: int = 0,
                batch: int = 100, device="cpu", **params) -> dict:
-    """PRADA's false-positive rate on benign accounts: ``streams`` accounts, each querying
-    ``length`` of ``images`` (e.g. the ID test set) in its own random order, in batches of
-    ``batch``, through a fresh monitor. Returns the rate and each account's flag position (None:
-    never flagged)."""
-    from bench.oracle import Oracle, Refused
-    if not 0 < length <= len(images):
-        raise ValueError(f"benign_fpr: length must lie in [1, {len(images)}], got {length}")
-    g = torch.Generator().manual_seed(seed)
-    flagged_at, ws = [], []
-    for _ in range(streams):
-        order = torch.randperm(len(images), generator=g)[:length]
-        monitor = PradaMonitor(**{**PRADA.defaults, **params})
-        oracle = Oracle(victim, length, "soft", device, monitors=[monitor])
-        try:
-            for i in range(0, length, batch):
-                oracle.query(images[order[i:i + batch]])
-            flagged_at.append(None)
-        except Refused as r:
-            flagged_at.append(r.verdict["at"])
-        ws.append(monitor.last_w)
-    return {"fpr": sum(a is not None for a in flagged_at) / streams, "flagged_at": flagged_at,
-            "last_w": ws, "streams": streams, "length": length, "params": {**PRADA.defaults, **params}}
+    """PRADA's false-positive rate on benign accounts (bench/detection.py) with these PRADA
+    params on any victim: the rate, each account's flag position (None: never flagged) and W."""
+    from bench.detection import benign_fpr as fpr
+    p = {**PRADA.defaults, **params}
+    out = fpr(victim, images, streams, length, seed, batch, device, make_monitors=lambda: [PradaMonitor(**p)])
+    out["last_w"] = [w[0] for w in out.pop("last_stat")]
+    return {**out, "params": p}

@@ -201,3 +201,20 @@ def test_table_c1_shows_the_adversarial_surrogate_rows_beside_the_paper(tmp_path
     assert "Adv. training 2 (strong C)" in c1 and "64.95" in c1 and "40.40" in c1   # the paper's row
     assert "70.00" in c1 and "30.00" in c1
     assert "Adv." not in (tmp_path / "out" / "table1.md").read_text()
+
+
+def test_detection_table_counts_refusals_and_shows_benign_fpr(tmp_path):
+    """Synthetic records: prada refused seed 0 after 150 answers, not seed 1; 10% benign FPR."""
+    v = [S.victim("mnist", "prada", 98.0, seed=s, extra={"benign_fpr": {"fpr": 0.1 * s}}) for s in (0, 1)]
+    for r in v:
+        r.key = f"v{r.seed}"
+    cells = [S.cell("mnist", "prada", "jbda", "soft", 40.0 + s, 98.0, seed=s) for s in (0, 1)]
+    for c in cells:
+        c.victim_key, c.budget = f"v{c.seed}", 9450
+    cells[0].detected_at = 150
+    from bench.tables import table_detection
+    t = table_detection(v + cells + [S.cell("mnist", "vanilla", "jbda", "soft", 80.0, 98.0)])
+    (row,) = t.tidy
+    assert row["detected"] == 1 and row["seeds"] == 2 and float(row["answered_before_detection"]) == 150
+    assert float(row["clone_acc_at_detection"]) == 40.0 and float(row["benign_fpr_pct"]) == 5.0
+    assert table_detection([S.cell("mnist", "vanilla", "jbda", "soft", 80.0, 98.0)]) is None
