@@ -12,6 +12,7 @@ outside that block survives re-rendering.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -46,9 +47,12 @@ def readme_block(profile, profile_name, records, sections, missing) -> str:
         lines += [f"- (profile `{profile_name}` is not defined in `bench.profiles`; "
                   "deviations unknown)"]
     else:
-        lines += [f"- {d}" for d in getattr(profile, "deviations", ())]
-        for ds, roles in sorted(getattr(profile, "roles", {}).items()):
-            lines += [f"- {P.dataset_label(ds)}: {s}" for s in getattr(roles, "substitutes", ())]
+        lines += [f"- {d}" for d in _get(profile, "deviations", ())]
+        subs = {ds: _get(roles, "substitutes", ()) for ds, roles in _get(profile, "roles", {}).items()}
+        for r in cells:   # the roles each cell ran with (a filtered run's profile.json lacks some)
+            subs.setdefault(r.dataset, (r.data_roles or {}).get("substitutes", ()))
+        for ds, notes in sorted(subs.items()):
+            lines += [f"- {P.dataset_label(ds)}: {s}" for s in notes]
     lines += ["", "## Tables and figures", ""]
     for title, files in sections:
         links = " · ".join(f"[{Path(f).suffix.lstrip('.') or f}]({f})" for f in files)
@@ -60,6 +64,25 @@ def readme_block(profile, profile_name, records, sections, missing) -> str:
         lines += [f"- {r.dataset}/{r.defense}/{r.attack}/{r.label}/seed {r.seed}: {r.error}"
                   for r in failed]
     return "\n".join(lines + ["", END]) + "\n"
+
+
+def _get(obj, name, default):
+    """A field of a Profile / Roles, or of their JSON form (a run's profile.json)."""
+    return obj.get(name, default) if isinstance(obj, dict) else getattr(obj, name, default)
+
+
+def described_profile(results_dir: Path, profile_name: str):
+    """The profile as the run that made these records wrote it (profile.json), so that the
+    deviations describe the records even after the code's profile has changed; else the code's."""
+    path = Path(results_dir) / "profile.json"
+    if path.exists():
+        try:
+            d = json.loads(path.read_text()).get("profile")
+        except (OSError, ValueError):
+            d = None
+        if isinstance(d, dict) and d.get("name") == profile_name:
+            return d
+    return get_profile(profile_name)
 
 
 def merge_readme(old: str | None, block: str) -> str:
@@ -133,8 +156,8 @@ def render(results_dir, out, profile_name=None, speed_dir=None, paper_csv=None, 
     missing += msgs
     readme = out / "README.md"
     old = readme.read_text() if readme.exists() else None
-    write_text(readme, merge_readme(old, readme_block(profile, profile_name, records, sections,
-                                                      missing)))
+    write_text(readme, merge_readme(old, readme_block(described_profile(results_dir, profile_name),
+                                                      profile_name, records, sections, missing)))
     return readme
 
 

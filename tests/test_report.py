@@ -218,3 +218,15 @@ def test_detection_table_counts_refusals_and_shows_benign_fpr(tmp_path):
     assert row["detected"] == 1 and row["seeds"] == 2 and float(row["answered_before_detection"]) == 150
     assert float(row["clone_acc_at_detection"]) == 40.0 and float(row["benign_fpr_pct"]) == 5.0
     assert table_detection([S.cell("mnist", "vanilla", "jbda", "soft", 80.0, 98.0)]) is None
+
+
+def test_readme_deviations_come_from_the_run_that_made_the_records(tmp_path):
+    """profile.json (written by the run) wins over the code's profile, which may have moved on."""
+    import json
+    root = S.write(S.handful(), tmp_path)
+    (root / "profile.json").write_text(json.dumps({"profile": {
+        "name": "synth", "deviations": ["as the run was configured"],
+        "roles": {"mnist": {"substitutes": ["queries: something else"]}}}}))
+    report.render(root, tmp_path / "out", "synth", speed_dir=tmp_path / "none")
+    text = (tmp_path / "out" / "README.md").read_text()
+    assert "- as the run was configured" in text and "- MNIST: queries: something else" in text
