@@ -23,7 +23,7 @@ from .io import CorruptFileError, write_text
 from .figures import budget_curves, curve_points, figure3, figure_d1, find_cosines, training_curves  # noqa: F401
 from .speedtables import load_speed, speed_tables, table4, table_b1  # noqa: F401
 from .tables import (CLONE_METRICS, FAILED, MISSING, Col, Row, Stat, Table, collect, fmt_stat,  # noqa: F401
-                     grid, paper_tables, table_ablation, table_attack, table_benign, table_detection,
+                     grid, paper_tables, table_ablation, table_attack, table_answers, table_benign, table_detection,
                      use_clone_metric)
 
 BEGIN = "<!-- BEGIN GENERATED (bench.report; edits inside are overwritten) -->"
@@ -138,6 +138,9 @@ def render(results_dir, out, profile_name=None, speed_dir=None, paper_csv=None, 
     else:
         missing.append("Figure 3: no victim record carries PCGrad cosines "
                        "(`extra.fit_log.pcgrad_cosines`).")
+    ans = table_answers(records)
+    if ans:
+        sections.append((ans.title, ans.write(out)))
     det = table_detection(records)
     if det:
         sections.append((det.title, det.write(out)))

@@ -398,3 +398,31 @@ def table_detection(records) -> Table | None:
                  ["A refused attack is scored by its last checkpointed clone (none: no clone yet). Benign "
                   "FPR: share of 10 honest accounts (2,000 test images each, random order) the detector "
                   "flagged, per victim; mean ± std over seeds."])
+
+
+def table_answers(records) -> Table | None:
+    """What each victim serves on its ID test set and on the attacker's queries (mean over seeds)."""
+    groups = defaultdict(list)
+    for v in records:
+        if v.kind == "victim" and isinstance(v.extra.get("answer_stats"), dict):
+            groups[(v.arch, v.dataset, v.defense)].append(v.extra["answer_stats"])
+    if not groups:
+        return None
+    keys = [("id_test", "entropy"), ("id_test", "max_prob"), ("queries", "entropy"), ("queries", "max_prob"),
+            ("queries", "top_class_share")]
+    rows, tidy = [], []
+    for (arch, ds, d), stats in sorted(groups.items(), key=lambda kv: (kv[0][1], _rank_defense(kv[0][2]))):
+        vals = {k: Stat.of([s.get(k[0], {}).get(k[1]) for s in stats]) for k in keys}
+        rows.append([P.dataset_label(ds), P.defense_label(d), len(stats)] + [fmt_stat(vals[k], 3) for k in keys])
+        tidy.append({"arch": arch, "dataset": ds, "defense": d, "seeds": len(stats),
+                     **{f"{a}_{b}": _csv_num(vals[(a, b)].mean) for a, b in keys}})
+    return Table("answers", "Served answers on ID test images and on the attacker's queries",
+                 ["Dataset", "Defense", "seeds", "ID entropy", "ID max p", "query entropy", "query max p",
+                  "query top-class share"], rows, tidy,
+                 ["Entropy in nats (uniform over 10 classes: 2.303); max p = mean top-1 probability; "
+                  "top-class share = how many queries get the most frequent top-1 class. 2,000 queries."])
+
+
+def _rank_defense(d) -> int:
+    order = P.MAIN_ORDER + list(P.ABLATIONS) + list(P.ADV_SURROGATE)
+    return order.index(d) if d in order else len(order)

@@ -62,6 +62,8 @@ def build_victim(profile, dataset, defense_name, seed, out, data_root=None, devi
     served = predict(defense, roles["test"].x, device)
     save_state(served_path(out, vkey), served.argmax(1))   # every attack cell's fidelity reuses it
     extra.update(serving_stats(defense, roles["test"].x, served, device))
+    extra["answer_stats"] = {"id_test": answer_stats(served),
+                             "queries": answer_stats(predict(defense, roles["query"].x[:2000], device))}
     if has_monitor(defense):   # a stream detector: how often it flags honest accounts
         test = roles["test"]
         extra["benign_fpr"] = benign_fpr(defense, test.x, streams=10, length=min(2000, len(test.x)),
@@ -136,6 +138,17 @@ def tune_knobs(profile, defense, roles, device, anchor=None) -> dict:
     what = ("vanilla victim (same data set and seed)" if anchor is not None
             else "base model without post-processing")
     return {"tuning": {**result, "anchor": what, "split": profile.tune_split, "reference_acc": ref}}
+
+
+def answer_stats(probs) -> dict:
+    """What the served answers look like: mean entropy (nats), mean top-1 probability, and the
+    share of the most frequent top-1 class. On the attacker's queries this shows how a defense
+    changes what a KnockoffNets attacker learns from (issue 17: InI vs Vanilla)."""
+    p = probs.clamp_min(1e-12)
+    top = probs.argmax(1)
+    return {"n": len(probs), "entropy": round(float(-(p * p.log()).sum(1).mean()), 4),
+            "max_prob": round(float(probs.max(1).values.mean()), 4),
+            "top_class_share": round(float(torch.bincount(top).max()) / max(len(top), 1), 4)}
 
 
 def serving_stats(defense, x, served, device) -> dict:

@@ -230,3 +230,13 @@ def test_readme_deviations_come_from_the_run_that_made_the_records(tmp_path):
     report.render(root, tmp_path / "out", "synth", speed_dir=tmp_path / "none")
     text = (tmp_path / "out" / "README.md").read_text()
     assert "- as the run was configured" in text and "- MNIST: queries: something else" in text
+
+
+def test_answers_table_means_over_seeds(tmp_path):
+    st = lambda e: {"id_test": {"entropy": 0.1, "max_prob": 0.95}, "queries": {"entropy": e, "max_prob": 0.5,
+                                                                               "top_class_share": 0.3}}
+    recs = [S.victim("mnist", "ini", 98.0, seed=s, extra={"answer_stats": st(1.0 + s)}) for s in (0, 1)]
+    from bench.tables import table_answers
+    (row,) = table_answers(recs + [S.victim("mnist", "vanilla", 99.0)]).tidy
+    assert row["seeds"] == 2 and float(row["queries_entropy"]) == 1.5 and float(row["id_test_max_prob"]) == 0.95
+    assert table_answers([S.victim("mnist", "vanilla", 99.0)]) is None

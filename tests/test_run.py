@@ -142,3 +142,12 @@ def test_full_profile_is_the_papers_protocol():
     assert runner.defense_params(vgg, "ini+mad")["base_params"] == {"log_cosine_epochs": 5}
     with pytest.raises(ValueError, match="tune_split"):
         replace(full, tune_split="train")
+
+
+def test_answer_stats_entropy_confidence_and_class_share():
+    import torch
+    from bench.victims import answer_stats
+    uniform, onehot = torch.full((4, 10), 0.1), torch.eye(10)[[3, 3, 3, 1]]
+    u, o = answer_stats(uniform), answer_stats(onehot)
+    assert abs(u["entropy"] - 2.3026) < 1e-3 and u["max_prob"] == 0.1
+    assert o["entropy"] == 0.0 and o["max_prob"] == 1.0 and o["top_class_share"] == 0.75
