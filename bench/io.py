@@ -67,6 +67,12 @@ def config_hash(cfg: dict) -> str:
 
 
 def git_commit() -> str:
+    """The commit (and "-dirty") of the code this process loaded: read once, at import, because a
+    long run's HEAD may move while it runs (a record once named a commit made after it started)."""
+    return _START_COMMIT
+
+
+def _read_git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                              cwd=Path(__file__).resolve().parent, timeout=5)
@@ -80,6 +86,9 @@ def git_commit() -> str:
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+_START_COMMIT = _read_git_commit()
 
 
 def device_name(device) -> str:

@@ -110,3 +110,15 @@ def test_second_run_on_same_folder_is_refused(tmp_path, capsys):
     with runner.results_lock(tmp_path):
         assert runner.main(["--matrix", "smoke", "--out", str(tmp_path)]) == 2
     assert "another run is using" in capsys.readouterr().err
+
+
+def test_git_commit_is_read_once_when_the_process_starts(monkeypatch):
+    """A record names the code its process loaded, even if HEAD moves during a long run."""
+    import subprocess
+    from bench import io
+    before = io.git_commit()
+
+    def moved(*a, **k):
+        raise AssertionError("git must not be asked again")
+    monkeypatch.setattr(subprocess, "run", moved)
+    assert io.git_commit() == before and io.provenance()["git_commit"] == before
