@@ -1,6 +1,7 @@
 """One training loop for every victim and clone: seeded, CPU or CUDA, progress bar."""
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass, field, asdict
 from typing import Callable
@@ -61,6 +62,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def channels_last() -> bool:
+    """``STEALBENCH_CHANNELS_LAST=1`` trains in channels-last memory format (NHWC convolution
+    kernels; faster on some CPUs, float-level differences). A kernel-path setting like
+    ATEN_CPU_CAPABILITY: recorded in every record's provenance, not in cache keys."""
+    return os.environ.get("STEALBENCH_CHANNELS_LAST", "0") == "1"
+
+
+def to_format(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
+
+
 def make_optimizer(params, cfg: TrainConfig):
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(cfg.step_every, 1), gamma=cfg.gamma)
@@ -91,15 +103,20 @@ def fit(params, ctx: Context, step: Callable, cfg: TrainConfig | None = None, de
     n_steps = cfg.epochs * -(-len(data) // cfg.batch_size)
     dev = ctx.device
     curves: dict[str, list[float]] = {}
+    cl = channels_last()
+    move = (lambda t: to_format(t.to(dev))) if cl else (lambda t: t.to(dev))
+    if cl:
+        for m in modules:
+            m.to(memory_format=torch.channels_last)
     with tqdm(total=n_steps, desc=desc, disable=not ctx.progress, leave=False) as bar:
         for epoch in range(cfg.epochs):
             for m in modules:
                 m.train()
             sums, k = {}, 0   # detached tensors: no device sync per step
             for xb, yb in batches(data.x, data.y, cfg.batch_size, gen, augment=data.augment):
-                xo = next(ood).to(dev) if ood is not None else None
+                xo = move(next(ood)) if ood is not None else None
                 opt.zero_grad(set_to_none=True)
-                out = step(xb.to(dev), yb.to(dev), xo)
+                out = step(move(xb), yb.to(dev), xo)
                 if out is not None:
                     terms = out if isinstance(out, dict) else {"loss": out}
                     sum(terms.values()).backward()
