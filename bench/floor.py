@@ -37,8 +37,17 @@ from torch.func import functional_call, jvp, vjp
 from .io import provenance, write_json
 from .models import build
 from .timing import sync
+from .train import channels_last, to_format
 
 IN_SHAPES = {"smallcnn": (1, 28, 28), "resnet18": (3, 32, 32), "vgg16": (3, 32, 32)}
+
+
+def fmt(*ts):
+    """Models and image batches in the training loop's memory format (STEALBENCH_CHANNELS_LAST)."""
+    if not channels_last():
+        return ts if len(ts) > 1 else ts[0]
+    out = [t.to(memory_format=torch.channels_last) if isinstance(t, torch.nn.Module) else to_format(t) for t in ts]
+    return out if len(out) > 1 else out[0]
 
 
 def timed(fn, device, n: int) -> float:
@@ -61,6 +70,7 @@ def primitives(arch: str, batch: int, device: str, seed: int = 0) -> dict:
     y = torch.randint(0, 10, (batch,), device=device)
     v = build(arch, 10, shape[0]).to(device).train()
     c = build(arch, 10, shape[0]).to(device).eval().requires_grad_(False)
+    x, v, c = fmt(x, v, c)
     params = list(v.parameters())
     opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
     cparams = {k: p.detach() for k, p in c.named_parameters()}
@@ -103,6 +113,7 @@ def ini_step(arch: str, batch: int, device: str, impl: str = "fast", seed: int =
     y = torch.randint(0, 10, (batch,), device=device)
     d = get_defense("ini", train_impl=impl)
     v = build(arch, 10, shape[0]).to(device).train()
+    x, xo, v = fmt(x, xo, v)
 
     class Ctx:  # the two things make_surrogate reads
         seed = 0
@@ -135,6 +146,7 @@ def edm_step(arch: str, batch: int, device: str, n_members: int = 5, seed: int =
     x, xo = torch.randn(batch, *shape, device=device), torch.randn(batch, *shape, device=device)
     y = torch.randint(0, 10, (batch,), device=device)
     members = torch.nn.ModuleList(build(arch, 10, shape[0]) for _ in range(n_members)).to(device).train()
+    x, xo, members = fmt(x, xo, members)
     opt = torch.optim.SGD(members.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
 
     def step():
@@ -212,6 +224,7 @@ def run(args) -> dict:
     load_after = load_avg()
     cores = os.cpu_count() or 1
     return {"arch": args.arch, "batch": args.batch, "device": args.device, "threads": torch.get_num_threads(),
+            "channels_last": channels_last(),
             "floors": floors, "peak": peak, "train_flops_per_image": fpi,
             "vanilla_images_per_s": van_img_s,
             "vanilla_fraction_of_peak": van_img_s * fpi / max(peak["matmul_flops"], peak["conv_flops"]),
@@ -224,7 +237,7 @@ def run(args) -> dict:
 def render(rec: dict) -> str:
     f = rec["floors"]
     lines = [f"# Training-cost floors ({rec['arch']}, batch {rec['batch']}, {rec['device']}, "
-             f"{rec['threads']} threads)", "",
+             f"{rec['threads']} threads{', channels-last' if rec['channels_last'] else ''})", "",
              f"Load average before/after: {rec['load_before']} / {rec['load_after']}"
              + (" -- LOADED: more runnable threads than cores, numbers unreliable" if rec["loaded"] else ""), "",
              "| primitive | median ms | min-max ms |", "|---|---:|---:|"]
@@ -269,8 +282,9 @@ def main(argv=None) -> int:
     print(text)
     if a.out:
         out = Path(a.out)
-        write_json(out / f"floor_{a.arch}.json", rec)
-        (out / f"floor_{a.arch}.md").write_text(text)
+        tag = f"{a.arch}{'_cl' if rec['channels_last'] else ''}"
+        write_json(out / f"floor_{tag}.json", rec)
+        (out / f"floor_{tag}.md").write_text(text)
     return 0
 
 
