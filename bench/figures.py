@@ -198,8 +198,12 @@ def training_curves(records, out: Path) -> tuple[Table | None, list[str]]:
     rows, tidy, files = [], [], []
     for arch, ds in sorted({(a, d) for a, d, _ in curves}):
         units = sorted(u for a, d, u in curves if (a, d) == (arch, ds))
-        fig, axes = plt.subplots(1, len(units), figsize=(3.3 * len(units), 3.2), squeeze=False)
-        for ax, unit in zip(axes[0], units):
+        ncols = min(4, len(units))
+        nrows = -(-len(units) // ncols)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.0 * nrows), squeeze=False)
+        for ax in axes.flat[len(units):]:
+            ax.axis("off")
+        for ax, unit in zip(axes.flat, units):
             for term, runs in sorted(curves[(arch, ds, unit)].items()):
                 n = min(len(y) for y in runs)
                 mean = [statistics.fmean(y[e] for y in runs) for e in range(n)]
@@ -216,7 +220,8 @@ def training_curves(records, out: Path) -> tuple[Table | None, list[str]]:
                              "last_epoch_change_pct": _csv_num(None if change is None else 100 * change)})
             ax.set(title=unit, xlabel="epoch")
             ax.legend(fontsize=7)
-        axes[0][0].set_ylabel("epoch mean (weighted as trained)")
+        for row in axes:
+            row[0].set_ylabel("epoch mean (as weighted)")
         fig.suptitle(f"Training objectives per epoch, {P.dataset_label(ds)} ({P.arch_label(arch)})")
         fig.tight_layout()
         name = f"training_curves_{arch}_{ds}.png"
