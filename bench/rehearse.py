@@ -39,8 +39,15 @@ def shrink(p: Profile) -> Profile:
         if name == "knockoff":
             params.update(budget=24, epochs=1, batch_size=BATCH,
                           curve_budgets=tuple(c for c in (8, 16) if params.get("curve_budgets")))
-        if name == "jbda":
+        elif name == "jbda":
             params.update(seed_size=6, rounds=2, epochs_per_round=1, batch_size=BATCH)
+        elif name == "dfme":    # two of its iterations at batch 16 (one takes 112 queries)
+            params.update(budget=224, batch_size=BATCH, checkpoint_every=1)
+        elif name == "adaptive":
+            params.update(budget=24, epochs=1, batch_size=BATCH, shadow_epochs=1, aux_epochs=1,
+                          map_steps=20, extra_images=24)
+        else:                    # pool and noise attacks: a few queries, one epoch
+            params.update(budget=24, epochs=1, batch_size=BATCH)
         attacks[name] = params
     ini = {**p.defense_params.get("ini", {}), "log_cosine_epochs": 1} if "ini" in p.defense_params else None
     params = {**p.defense_params, **({"ini": ini} if ini else {})}

@@ -74,9 +74,24 @@ def run(args) -> str:
     return text
 
 
+def collected(args) -> str:
+    """The table from every cell record already under --out (a stopped or several sweeps)."""
+    from . import records as R
+    cells = [r for r in R.load_all(args.out) if r.kind == "cell" and r.attack == args.attack
+             and r.dataset == args.dataset and r.defense == args.defense]
+    groups = {}
+    for r in cells:
+        q = (r.data_roles or {}).get("query", "?")
+        a = r.attack_params
+        groups.setdefault((q, a.get("budget"), a.get("epochs"), a.get("lr"), r.label), []).append(r)
+    rows = [(q, {}, lb, recs) for (q, _, _, _, lb), recs in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0])))]
+    return render(args, rows, [])
+
+
 def _ms(values) -> str:
+    values = [v for v in values if v is not None]
     if not values:
-        return "failed"
+        return "—"
     if len(values) == 1:
         return f"{values[0]:.2f}"
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
@@ -118,7 +133,9 @@ def parse_args(argv=None):
     ap.add_argument("--dataset", required=True, help="victim data set (one of the profile's)")
     ap.add_argument("--defense", default="vanilla", help="victim defense (default vanilla)")
     ap.add_argument("--attack", default="knockoff", help="attack whose recipe is swept (default knockoff)")
-    ap.add_argument("--query", type=_list(str), required=True,
+    ap.add_argument("--collect", action="store_true",
+                    help="run nothing: render the table from the cell records already under --out")
+    ap.add_argument("--query", type=_list(str),
                     help="comma-separated query sets as name[:split], e.g. kmnist:test,mnist:train")
     ap.add_argument("--budget", type=_list(int), help="comma-separated query budgets")
     ap.add_argument("--epochs", type=_list(int), help="comma-separated clone epochs")
@@ -137,6 +154,13 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
+        if args.collect:
+            text = collected(args)
+            write_text(Path(args.out) / args.table, text)
+            print(text)
+            return 0
+        if not args.query:
+            raise UsageError("--query is required (or --collect to render what is under --out)")
         print(run(args))
     except (UsageError, ValueError, D.DataMissingError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -29,3 +29,21 @@ def test_unknown_dataset_is_one_line_exit_2(capsys):
     assert sweep.main(["--dataset", "cifar10", "--query", "mnist"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: data set 'cifar10' is not in profile cpu") and err.count("\n") == 1
+
+
+def test_collect_renders_the_records_already_there(tmp_path, capsys):
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parent))
+    import synthetic_records as S
+    cells = []
+    for q, acc in (("kmnist:test", 98.0), ("fashionmnist:train", 90.0)):
+        for s in (0, 1):
+            c = S.cell("mnist", "vanilla", "knockoff", "soft", acc + s, 99.0, seed=s)
+            c.data_roles, c.attack_params = {"query": q}, {"budget": 10000, "epochs": 10, "lr": 0.03}
+            cells.append(c)
+    S.write(cells, tmp_path)
+    assert sweep.main(["--collect", "--dataset", "mnist", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "sweep.md").read_text()
+    assert "| kmnist:test | 10000 | 10 | 0.03 | soft | 99.00 | 98.50 ± 0.71 |" in text
+    assert sweep.main(["--dataset", "mnist"]) == 2 and "--query is required" in capsys.readouterr().err
