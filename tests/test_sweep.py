@@ -45,5 +45,5 @@ def test_collect_renders_the_records_already_there(tmp_path, capsys):
     S.write(cells, tmp_path)
     assert sweep.main(["--collect", "--dataset", "mnist", "--out", str(tmp_path)]) == 0
     text = (tmp_path / "sweep.md").read_text()
-    assert "| kmnist:test | 10000 | 10 | 0.03 | soft | 99.00 | 98.50 ± 0.71 |" in text
+    assert "| kmnist:test | 10000 | 10 | 0.03 | soft | 99.00 ± 0.00 | 98.50 ± 0.71 |" in text
     assert sweep.main(["--dataset", "mnist"]) == 2 and "--query is required" in capsys.readouterr().err
