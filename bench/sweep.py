@@ -84,6 +84,7 @@ def collected(args) -> str:
         q = (r.data_roles or {}).get("query", "?")
         a = r.attack_params
         groups.setdefault((q, a.get("budget"), a.get("epochs"), a.get("lr"), r.label), []).append(r)
+    args.seeds = sorted({r.seed for r in cells})   # the seeds the records hold
     rows = [(q, {}, lb, recs) for (q, _, _, _, lb), recs in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0])))]
     return render(args, rows, [])
 
