@@ -386,7 +386,7 @@ def table_detection(records) -> Table | None:
         at = Stat.of([float(c.detected_at) for c in hit])
         acc = Stat.of([c.clone_acc for c in hit if c.clone_acc is not None])
         f = Stat.of(fpr[(ds, d)])
-        rows.append([P.dataset_label(ds), d, P.ATTACKS.get(a, a), lb, f"{len(hit)}/{len(cs)}",
+        rows.append([P.dataset_label(ds), P.defense_label(d), P.ATTACKS.get(a, a), lb, f"{len(hit)}/{len(cs)}",
                      fmt_stat(at, 0), fmt_stat(acc, 2), str(cs[0].budget or ""), fmt_stat(f, 1)])
         tidy.append({"dataset": ds, "defense": d, "attack": a, "label": lb, "seeds": len(cs),
                      "detected": len(hit), "answered_before_detection": _csv_num(at.mean),
