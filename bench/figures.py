@@ -55,6 +55,16 @@ def _rank(defense) -> int:
     return order.index(defense) if defense in order else len(order)
 
 
+def _save(fig, out: Path, name: str, title: str, dpi: int = 120, **title_kw) -> str:
+    """Title, tight layout, write the PNG, free the figure; returns the file name."""
+    plt = _plt()
+    fig.suptitle(title, **title_kw)
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=dpi)
+    plt.close(fig)
+    return name
+
+
 def _plt():
     import matplotlib
     matplotlib.use("Agg")
@@ -147,13 +157,9 @@ def figure3(records, out: Path) -> tuple[Table | None, list[str]]:
                                                    if after else None)})
         axes[0][0].set_ylabel("steps")
         axes[0][-1].legend(fontsize=8)
-        fig.suptitle(f"Figure 3: objective-gradient cosines, {P.defense_label(r.defense)} on "
-                     f"{P.dataset_label(r.dataset)} ({P.arch_label(r.arch)}, seed {r.seed})")
-        fig.tight_layout()
-        name = f"figure3_{r.arch}_{r.dataset}_{r.defense}_s{r.seed}.png"
-        fig.savefig(out / name, dpi=120)
-        plt.close(fig)
-        files.append(name)
+        files.append(_save(fig, out, f"figure3_{r.arch}_{r.dataset}_{r.defense}_s{r.seed}.png",
+                           f"Figure 3: objective-gradient cosines, {P.defense_label(r.defense)} on "
+                           f"{P.dataset_label(r.dataset)} ({P.arch_label(r.arch)}, seed {r.seed})"))
     t = Table("figure3", "Figure 3: cosine similarity of objective gradients before/after PCGrad",
               ["Dataset", "Defense", "seed", "pair", "n before", "mean before", "% < 0 before",
                "n after", "mean after", "% < 0 after"], rows, tidy,
@@ -222,12 +228,8 @@ def training_curves(records, out: Path) -> tuple[Table | None, list[str]]:
             ax.legend(fontsize=7)
         for row in axes:
             row[0].set_ylabel("epoch mean (as weighted)")
-        fig.suptitle(f"Training objectives per epoch, {P.dataset_label(ds)} ({P.arch_label(arch)})")
-        fig.tight_layout()
-        name = f"training_curves_{arch}_{ds}.png"
-        fig.savefig(out / name, dpi=110)
-        plt.close(fig)
-        files.append(name)
+        files.append(_save(fig, out, f"training_curves_{arch}_{ds}.png",
+                           f"Training objectives per epoch, {P.dataset_label(ds)} ({P.arch_label(arch)})", 110))
     t = Table("training_curves", "Training objectives per epoch (have they flattened?)",
               ["Dataset", "unit", "objective", "seeds", "epochs", "first epoch", "last epoch",
                "last epoch's move, % of the total"], rows, tidy,
@@ -258,11 +260,7 @@ def figure_d1(records, out: Path) -> list[str]:
                 ax.scatter([p[0] for p in pts], [p[1] for p in pts], c=[p[2] for p in pts], cmap="tab10",
                            vmin=0, vmax=9, s=3)
                 ax.set(title=f"{P.defense_label(d)}: {name} ({len(pts)}, seed {r.seed})", xticks=[], yticks=[])
-        fig.suptitle(f"Figure D.1: t-SNE of penultimate features, colour = predicted class "
-                     f"({P.dataset_label(ds)}, {P.arch_label(arch)})", fontsize=10)
-        fig.tight_layout()
-        name = f"figureD1_{arch}_{ds}.png"
-        fig.savefig(out / name, dpi=110)
-        plt.close(fig)
-        files.append(name)
+        files.append(_save(fig, out, f"figureD1_{arch}_{ds}.png",
+                           f"Figure D.1: t-SNE of penultimate features, colour = predicted class "
+                           f"({P.dataset_label(ds)}, {P.arch_label(arch)})", 110, fontsize=10))
     return files
