@@ -172,3 +172,10 @@ def test_channels_last_training_matches_the_default_format(name, monkeypatch):
     a, b = trained("0"), trained("1")
     for k in a:   # float drift over a few lr-0.1 steps is ~5e-5; a layout bug moves weights by ~0.1
         assert torch.allclose(a[k], b[k], rtol=1e-3, atol=2e-4), k
+
+
+def test_defense_seeds_cut_only_the_named_defenses(tiny_profile):
+    p = replace(tiny_profile, seeds=(0, 1, 2), defenses=("vanilla", "ini-iso"), defense_seeds={"ini-iso": (0,)})
+    cells = runner.plan(p)
+    assert {c[4] for c in cells if c[1] == "vanilla"} == {0, 1, 2}
+    assert {c[4] for c in cells if c[1] == "ini-iso"} == {0}
