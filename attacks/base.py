@@ -98,6 +98,23 @@ def clone_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return -(target * F.log_softmax(logits, dim=1)).sum(1).mean()
 
 
+def query_in_batches(oracle, x: torch.Tensor, batch: int = 1024):
+    """The oracle's answers for x, batch by batch, and the refusal that stopped them (or None).
+
+    A stream monitor (PRADA) may refuse an account part-way: the attacker keeps what it was
+    answered, trains on it, and then re-raises the refusal so the runner records it. Returns
+    (x answered, answers, refusal)."""
+    from bench.oracle import Refused   # the black box's own exception, not a defense
+    outs = []
+    for i in range(0, len(x), batch):
+        try:
+            outs.append(oracle.query(x[i:i + batch]))
+        except Refused as r:
+            n = sum(len(o) for o in outs)
+            return x[:n], (torch.cat(outs) if outs else None), r
+    return x, torch.cat(outs), None
+
+
 def register_attack(name: str):
     def deco(cls):
         cls.name = name

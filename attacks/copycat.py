@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from attacks.base import Attack, register_attack
+from attacks.base import Attack, query_in_batches, register_attack
 from attacks.train_clone import train_new_clone
 
 
@@ -36,6 +36,10 @@ class CopycatCNN(Attack):
         if b > len(pool):
             raise ValueError(f"copycat: budget {b} exceeds the query set size {len(pool)}")
         x = pool[torch.randperm(len(pool), generator=actx.generator(7))[:b]]
-        answers = torch.cat([oracle.query(x[i:i + 1024]) for i in range(0, b, 1024)])
-        labels = answers if answers.dim() == 1 else answers.argmax(1)
-        return train_new_clone(actx, x, labels, self.params, "copycat", checkpoint_epochs=True)
+        x, answers, refused = query_in_batches(oracle, x)
+        if answers is not None and len(answers) > 1:
+            labels = answers if answers.dim() == 1 else answers.argmax(1)
+            clone = train_new_clone(actx, x, labels, self.params, "copycat", checkpoint_epochs=True)
+        if refused is not None:   # trained on what was answered; the runner scores that clone
+            raise refused
+        return clone

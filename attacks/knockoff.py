@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from attacks.base import Attack, AttackContext, register_attack
+from attacks.base import Attack, AttackContext, query_in_batches, register_attack
 from attacks.train_clone import train_new_clone
 
 
@@ -41,8 +41,12 @@ class KnockoffNets(Attack):
             raise ValueError(f"knockoff: budget {b} exceeds the query set size {len(pool)}")
         idx = torch.randperm(len(pool), generator=actx.generator(0))[:b]
         x = pool[idx]
-        answers = torch.cat([oracle.query(x[i:i + 1024]) for i in range(0, b, 1024)])
+        x, answers, refused = query_in_batches(oracle, x)
         self.curve = {}  # budget -> clone, for budget curves
+        if refused is not None:   # train on what was answered; the runner scores that clone
+            if answers is not None and len(answers) > 1:
+                self._train(actx, x, answers, "knockoff (refused)", checkpoint=True)
+            raise refused
         for c in self.params["curve_budgets"]:
             self.curve[c] = self._train(actx, x[:c], answers[:c], f"knockoff@{c}")
         return self._train(actx, x, answers, "knockoff", checkpoint=True)

@@ -160,3 +160,29 @@ def test_activethief_uncertainty_picks_the_most_uncertain():
     pool[:, 0, 0, 0] = torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0, 0.0])
     picked = att.select(Fixed(), pool, torch.tensor([5]), 2, c)
     assert sorted(picked.tolist()) == [3, 4]   # 5 (most uncertain) is already labelled
+
+
+class FlagAfter:
+    """A stream monitor that flags the account once it has seen more than ``n`` queries."""
+    def __init__(self, n):
+        self.n, self.seen = n, 0
+
+    def observe(self, x, probs):
+        self.seen += len(x)
+        return {"monitor": "test", "at": self.seen} if self.seen > self.n else None
+
+
+@pytest.mark.parametrize("name", ["knockoff", "copycat"])
+def test_refused_pool_attack_trains_on_what_it_was_answered(name):
+    """Refused part-way (after 1,024 answered queries), the attacker still trains a clone on
+    those answers, hands it to the runner's checkpoint, then re-raises the refusal."""
+    from bench.oracle import Refused
+    att = get_attack(name, budget=2500, epochs=1)
+    oracle = Oracle(LinearVictim(), att.budget(), "soft", monitors=[FlagAfter(1500)])
+    seen = []
+    g = torch.Generator().manual_seed(1)
+    c = ctx(on_checkpoint=lambda clone: seen.append(clone))
+    c.query_set = torch.randn(3000, 1, 8, 8, generator=g)
+    with pytest.raises(Refused):
+        att.run(oracle, c)
+    assert oracle.queries_used == 1024 and len(seen) == 1
