@@ -19,8 +19,11 @@ from functools import lru_cache
 
 PAPER_S_PER_IMAGE = 155.7 / (10 * 50_000)     # Table B.1, ResNet-18, CIFAR-10, RTX 3080
 UNIT_RATIO = {"vanilla": 1.0, "am-defender": 3.54 / 2, "am": 3.54 / 2, "edm": 8.69, "ini": 12.15,
-              "ini-iso": 12.15, "ini-ind": 12.15, "ini-nogradnorm": 12.15, "mad": 0.0, "mad-argmax": 0.0}
-SERVE_FACTOR = {"mad": 2.0, "mad-argmax": 2.0, "am": 2.0, "edm": 5.0}   # forwards per served query
+              "ini-iso": 12.15, "ini-ind": 12.15, "ini-nogradnorm": 12.15, "mad": 0.0, "mad-argmax": 0.0,
+              "ini-adv": 12.15 + 1.0, "ini-adv-strong": 12.15 + 1.0}   # + the surrogate's own steps
+# forwards per served query; GRAD2: a surrogate forward and a forward-mode pass (about 2 more),
+# measured about 5x the base's forward on a tiny model (defenses/grad2.py)
+SERVE_FACTOR = {"mad": 2.0, "mad-argmax": 2.0, "am": 2.0, "edm": 5.0, "grad2": 4.0}
 TRAIN_IMAGES = {"mnist": 60_000, "fashionmnist": 60_000, "cifar10": 50_000, "cifar100": 50_000}
 TEST_IMAGES = 10_000
 
