@@ -1,6 +1,7 @@
 """One attack cell: a defended victim behind the oracle, one attack, one label mode, one seed."""
 from __future__ import annotations
 
+import json
 import time
 import traceback
 
@@ -52,6 +53,7 @@ def run_cell(profile, dataset, defense_name, attack_name, label, seed, out, data
             clone_top1 = tape.last_top1
             rec.detected_at, rec.detection = refusal.answered, {**refusal.verdict, "clone": (
                 "last checkpoint" if clone_top1 is not None else "none: refused before a clone existed")}
+        rec.attack_log = json.loads(json.dumps(getattr(attack, "log", {}) or {}, default=str))
         victim_top1 = served_top1(out, rec.victim_key, len(test.y))
         if victim_top1 is None:
             victim_top1 = predict(victim, test.x, device).argmax(1)

@@ -61,6 +61,7 @@ class CellRecord:
     curve: dict = field(default_factory=dict)   # budget -> clone acc (KnockoffNets budget curves)
     detected_at: int | None = None   # a stream monitor refused the account after this many answered queries
     detection: dict = field(default_factory=dict)   # its verdict (monitor, position "at", W), the clone scored
+    attack_log: dict = field(default_factory=dict)  # what the attack says it did (the adaptive attacker's fallback)
     error: str | None = None
     traceback: str | None = None
     key: str = ""

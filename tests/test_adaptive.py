@@ -282,6 +282,7 @@ def test_the_runner_hands_over_the_view_and_counts_the_budget(real_root, tiny_pr
     rec = run_cell(p, "mnist", "rounding", "adaptive", "soft", 0, tmp_path, data_root=real_root, progress=False)
     assert rec.status == "ok", rec.error
     assert rec.queries_used == rec.budget == 300
+    assert rec.attack_log["defense"] == "rounding" and rec.attack_log["fallback"] is None   # recorded
     c = seen["ctx"]
     assert c.defense_info["name"] == "rounding" and c.defense_info["params"] == {"decimals": 1}
     assert json.loads(json.dumps(c.defense_info)) == c.defense_info
