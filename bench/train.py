@@ -132,14 +132,13 @@ def fit(params, ctx: Context, step: Callable, cfg: TrainConfig | None = None, de
 
 
 def train_classifier(model: nn.Module, ctx: Context, cfg: TrainConfig | None = None,
-                     desc: str = "vanilla", data: ImageSet | None = None) -> nn.Module:
-    """Plain cross-entropy training (the paper's Vanilla recipe by default); the per-epoch mean
-    loss is left in ``model.epoch_losses``."""
+                     desc: str = "vanilla", data: ImageSet | None = None) -> dict:
+    """Plain cross-entropy training (the paper's Vanilla recipe by default); returns the
+    per-epoch mean loss ({"ce": [...]})."""
     curves = fit(model.parameters(), ctx, lambda x, y, _: {"ce": F.cross_entropy(model(x), y)}, cfg, desc,
                  [model], data=data)
     model.eval()
-    model.epoch_losses = curves
-    return model
+    return curves
 
 
 @torch.no_grad()

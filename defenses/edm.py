@@ -85,27 +85,18 @@ class EDM(Defense):
             self.fit_log["member_share_ood"] = self.member_share(ctx.ood_train.x[:2048])
 
     def fit_members(self, ctx) -> dict:
-        """Joint training of the members; returns the per-epoch mean CE sum and diversity."""
+        """Joint training of the members; returns the per-epoch mean CE sum and lambda_D x diversity."""
         if ctx.ood_train is None:
             raise ValueError(f"{self.name} needs an OOD training set (ctx.ood_train)")
         members, lam = self.nets["members"], self.params["lambda_d"]
-        n_steps = -(-len(ctx.id_train) // ctx.train.batch_size)
-        sums, log = {"ce": 0.0, "div": 0.0, "k": 0}, {"ce": [], "div": []}
 
         def step(x, y, xo):
             # separate ID and OOD forwards: BN batch statistics of the CE term stay ID-only
             ce = sum(F.cross_entropy(m(x), y) for m in members)
             div = diversity(torch.stack([torch.softmax(m(xo), 1) for m in members]))
-            sums["ce"] += ce.item()
-            sums["div"] += div.item()
-            sums["k"] += 1
-            if sums["k"] == n_steps:
-                log["ce"].append(sums["ce"] / n_steps)
-                log["div"].append(sums["div"] / n_steps)
-                sums.update(ce=0.0, div=0.0, k=0)
-            return ce + lam * div
+            return {"ce": ce, "div": lam * div}   # fit back-propagates the sum and logs each term
 
-        fit(members.parameters(), ctx, step, desc="edm-members", modules=list(members), with_ood=True)
+        log = fit(members.parameters(), ctx, step, desc="edm-members", modules=list(members), with_ood=True)
         members.eval()
         return log
 

@@ -13,8 +13,7 @@ class Vanilla(Defense):
         self.nets["model"] = ctx.new_model()
 
     def fit(self, ctx):
-        m = train_classifier(self.nets["model"], ctx, desc="vanilla")
-        self.fit_log = {"epoch_losses": m.epoch_losses}
+        self.fit_log = {"epoch_losses": train_classifier(self.nets["model"], ctx, desc="vanilla")}
 
     def _proba(self, x):
         return torch.softmax(self.nets["model"](x), dim=1)
