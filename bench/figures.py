@@ -32,7 +32,7 @@ def budget_curves(records, out: Path) -> tuple[Table | None, list[str]]:
         return None, []
     budgets = sorted({b for v in pts.values() for b in v})
     keys = sorted(pts, key=lambda k: (k[0], list(P.DATASETS).index(k[1]) if k[1] in P.DATASETS
-                                      else 99, _rank(k[2]), LABELS.index(k[3])
+                                      else 99, P.defense_rank(k[2]), LABELS.index(k[3])
                                       if k[3] in LABELS else 9))
     rows, tidy = [], []
     for arch, ds, d, lb in keys:
@@ -48,11 +48,6 @@ def budget_curves(records, out: Path) -> tuple[Table | None, list[str]]:
                "one attack run; the largest budget is the cell's own clone.",
                f"{MISSING} = that budget was not evaluated for that cell."])
     return t, _plot_curves(pts, keys, out)
-
-
-def _rank(defense) -> int:
-    order = P.MAIN_ORDER + list(P.ABLATIONS)
-    return order.index(defense) if defense in order else len(order)
 
 
 def _save(fig, out: Path, name: str, title: str, dpi: int = 120, **title_kw) -> str:
@@ -251,7 +246,7 @@ def figure_d1(records, out: Path) -> list[str]:
     files = []
     plt = _plt()
     for (arch, ds), by_def in sorted(found.items()):
-        defs = sorted(by_def, key=_rank)
+        defs = sorted(by_def, key=P.defense_rank)
         fig, axes = plt.subplots(len(defs), 2, figsize=(7, 3.3 * len(defs)), squeeze=False)
         for row, d in zip(axes, defs):
             r, t = by_def[d]

@@ -72,6 +72,12 @@ def dataset_label(name: str) -> str:
     return DATASETS.get(name, name)
 
 
+def defense_rank(name: str) -> int:
+    """Table order: the paper's defenses, then the Table 5 ablations, then Table C.1's; others last."""
+    order = MAIN_ORDER + list(ABLATIONS) + list(ADV_SURROGATE)
+    return order.index(name) if name in order else len(order)
+
+
 def defense_label(name: str, ablation: bool = False) -> str:
     table = ABLATIONS if ablation and name in ABLATIONS else DEFENSES
     return table[name][0] if name in table else name

@@ -411,7 +411,7 @@ def table_answers(records) -> Table | None:
     keys = [("id_test", "entropy"), ("id_test", "max_prob"), ("queries", "entropy"), ("queries", "max_prob"),
             ("queries", "top_class_share")]
     rows, tidy = [], []
-    for (arch, ds, d), stats in sorted(groups.items(), key=lambda kv: (kv[0][1], _rank_defense(kv[0][2]))):
+    for (arch, ds, d), stats in sorted(groups.items(), key=lambda kv: (kv[0][1], P.defense_rank(kv[0][2]))):
         vals = {k: Stat.of([s.get(k[0], {}).get(k[1]) for s in stats]) for k in keys}
         rows.append([P.dataset_label(ds), P.defense_label(d), len(stats)] + [fmt_stat(vals[k], 3) for k in keys])
         tidy.append({"arch": arch, "dataset": ds, "defense": d, "seeds": len(stats),
@@ -421,8 +421,3 @@ def table_answers(records) -> Table | None:
                   "query top-class share"], rows, tidy,
                  ["Entropy in nats (uniform over 10 classes: 2.303); max p = mean top-1 probability; "
                   "top-class share = how many queries get the most frequent top-1 class. 2,000 queries."])
-
-
-def _rank_defense(d) -> int:
-    order = P.MAIN_ORDER + list(P.ABLATIONS) + list(P.ADV_SURROGATE)
-    return order.index(d) if d in order else len(order)
