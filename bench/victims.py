@@ -62,8 +62,10 @@ def build_victim(profile, dataset, defense_name, seed, out, data_root=None, devi
     served = predict(defense, roles["test"].x, device)
     save_state(served_path(out, vkey), served.argmax(1))   # every attack cell's fidelity reuses it
     extra.update(serving_stats(defense, roles["test"].x, served, device))
+    q = roles["query"]   # named: a victim's key has no query set, so a reused record says which it saw
     extra["answer_stats"] = {"id_test": answer_stats(served),
-                             "queries": answer_stats(predict(defense, roles["query"].x[:2000], device))}
+                             "queries": {**answer_stats(predict(defense, q.x[:2000], device)),
+                                         "set": f"{q.name}:{q.split}"}}
     if has_monitor(defense):   # a stream detector: how often it flags honest accounts
         test = roles["test"]
         extra["benign_fpr"] = benign_fpr(defense, test.x, streams=10, length=min(2000, len(test.x)),
