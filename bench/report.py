@@ -23,7 +23,7 @@ from .io import CorruptFileError, write_text
 from .figures import budget_curves, curve_points, figure3, figure_d1, find_cosines, training_curves  # noqa: F401
 from .speedtables import load_speed, speed_tables, table4, table_b1  # noqa: F401
 from .tables import (CLONE_METRICS, FAILED, MISSING, Col, Row, Stat, Table, collect, fmt_stat,  # noqa: F401
-                     grid, paper_tables, table_ablation, table_attack, table_answers, table_benign, table_detection,
+                     grid, noise_floor, paper_tables, table_ablation, table_attack, table_answers, table_benign, table_detection,
                      use_clone_metric)
 
 BEGIN = "<!-- BEGIN GENERATED (bench.report; edits inside are overwritten) -->"
@@ -31,7 +31,7 @@ END = "<!-- END GENERATED -->"
 
 
 # ------------------------------------------------------------------ README
-def readme_block(profile, profile_name, records, sections, missing) -> str:
+def readme_block(profile, profile_name, records, sections, missing, noise=()) -> str:
     cells = [r for r in records if r.kind == "cell"]
     victims = [r for r in records if r.kind == "victim"]
     failed = [r for r in cells if r.status != "ok"]
@@ -53,6 +53,13 @@ def readme_block(profile, profile_name, records, sections, missing) -> str:
             subs.setdefault(r.dataset, (r.data_roles or {}).get("substitutes", ()))
         for ds, notes in sorted(subs.items()):
             lines += [f"- {P.dataset_label(ds)}: {s}" for s in notes]
+    if noise:
+        lines += ["", "## Noise floor", "",
+                  "The std over seeds of Vanilla's KnockoffNets clone accuracy (" + (
+                      "seeds change the victim's initialization and data order, the attacker's query "
+                      "sample and the clone): a defense's effect smaller than this is not resolved by one "
+                      "seed. The clone tables test each defense against Vanilla over seeds (Welch)."), ""]
+        lines += [f"- {n}" for n in noise]
     lines += ["", "## Tables and figures", ""]
     for title, files in sections:
         links = " · ".join(f"[{Path(f).suffix.lstrip('.') or f}]({f})" for f in files)
@@ -160,7 +167,8 @@ def render(results_dir, out, profile_name=None, speed_dir=None, paper_csv=None, 
     readme = out / "README.md"
     old = readme.read_text() if readme.exists() else None
     write_text(readme, merge_readme(old, readme_block(described_profile(results_dir, profile_name),
-                                                      profile_name, records, sections, missing)))
+                                                      profile_name, records, sections, missing,
+                                                      noise_floor(stats))))
     return readme
 
 

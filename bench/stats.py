@@ -78,3 +78,18 @@ def welch(a, b):
     t = diff / math.sqrt(va + vb)
     df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
     return diff, t_sf2(t, df)
+
+
+def welch_interval(a, b, level: float = 0.95):
+    """Welch's test with its interval: (a - b, half-width of the Welch-t interval, two-sided p).
+
+    Half-width and p are None with fewer than two values on either side."""
+    diff, p = welch(a, b)
+    a, b = [v for v in a if v is not None], [v for v in b if v is not None]
+    if p is None:
+        return diff, None, None
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    if va + vb == 0:
+        return diff, 0.0, p
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    return diff, t_quantile(level, df) * math.sqrt(va + vb), p

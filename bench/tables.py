@@ -14,6 +14,7 @@ from tabulate import tabulate
 
 from . import paper as P
 from .io import write_text
+from .stats import welch_interval
 
 MISSING = "—"
 FAILED = "failed"
@@ -31,13 +32,14 @@ class Stat:
     std: float | None
     n: int
     failed: int
+    values: tuple = ()        # the seeds' values, for tests between defenses
 
     @classmethod
     def of(cls, values) -> "Stat":
         ok = [float(v) for v in values if v is not None]
         mean = statistics.fmean(ok) if ok else None
         std = statistics.stdev(ok) if len(ok) > 1 else None
-        return cls(mean, std, len(ok), len(values) - len(ok))
+        return cls(mean, std, len(ok), len(values) - len(ok), tuple(ok))
 
 
 def collect(records) -> dict:
@@ -151,11 +153,13 @@ class Col:
 
 
 def grid(name, title, row_head, rows, cols, metrics, stats, paper, paper_table, arch,
-         notes=()) -> Table:
+         notes=(), versus=None) -> Table:
     """Three lines per row (ours, paper, Δ = ours - paper), one column per ``Col``.
 
     ``metrics`` is ("benign_acc",) or ("clone_acc", "relative"): the second is shown in
-    parentheses as the paper does.
+    parentheses as the paper does. With ``versus`` (a defense), rows of other defenses get a
+    fourth line: ours minus that defense's, on the first metric, with Welch's 95% interval over
+    seeds and a mark where p < ALPHA (``vs_test``).
     """
     parch = P.paper_arch(arch)
     paper_src = f"paper ({P.arch_label(parch)})"
@@ -178,18 +182,59 @@ def grid(name, title, row_head, rows, cols, metrics, stats, paper, paper_table, 
                 ours = st.mean if st else None
                 diff = ours - pv if comparable and ours is not None and pv is not None else None
                 cell[m] = (st, pv, diff)
+                vs = (vs_test(st, stats.get((arch, ds, versus, col.attack, col.label, m)))
+                      if versus and row.defense != versus and m == ms[0] else (None, None, None))
                 tidy.append({"table": name, "arch": arch, "paper_arch": parch, "dataset": ds,
                              "paper_dataset": pds, "defense": row.defense,
                              "paper_defense": row.paper_defense or "", "attack": col.attack,
                              "label": col.label, "metric": m, "ours": _csv_num(ours),
                              "ours_std": _csv_num(st.std if st else None),
                              "n_seeds": st.n if st else 0, "n_failed": st.failed if st else 0,
-                             "paper": _csv_num(pv), "diff": _csv_num(diff)})
+                             "paper": _csv_num(pv), "diff": _csv_num(diff),
+                             "vs": versus or "", "vs_diff": _csv_num(vs[0]), "vs_half_ci95": _csv_num(vs[1]),
+                             "vs_p": "" if vs[2] is None else f"{vs[2]:.4g}"})
+                if m == ms[0]:
+                    lines.setdefault("vs", blank + [f"Δ vs {P.defense_label(versus)} (Welch 95% CI)"]
+                                     ).append(fmt_vs(*vs))
             lines["ours"].append(_show(cell, ms, 0))
             lines["paper"].append(_show(cell, ms, 1))
             lines["diff"].append(_show(cell, ms, 2))
         out_rows += [lines["ours"], lines["paper"], lines["diff"]]
+        if versus and row.defense != versus and any(v != MISSING for v in lines["vs"][len(blank) + 1:]):
+            out_rows.append(lines["vs"])
     return Table(name, title, header, out_rows, tidy, list(notes))
+
+
+ALPHA = 0.05
+SIGNIFICANT = "*"
+
+
+def noise_floor(stats, attack="knockoff", defense="vanilla") -> list[str]:
+    """One line per (arch, data set, labels): the std over seeds of the undefended clone's accuracy,
+    the smallest effect one seed can resolve."""
+    lines = []
+    for (arch, ds, d, a, lb, m), st in sorted(stats.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        if (d, a, m) == (defense, attack, "clone_acc") and st.n:
+            sd = f"std {st.std:.2f} points over {st.n} seeds" if st.std is not None else "one seed, no std"
+            lines.append(f"{P.arch_label(arch)} {P.dataset_label(ds)} {lb}: {sd} (mean {st.mean:.2f})")
+    return lines
+
+
+def vs_test(st: Stat | None, other: Stat | None):
+    """(mean difference, half-width of Welch's 95% interval, p) of st against other over seeds."""
+    if not st or not other or not st.values or not other.values:
+        return None, None, None
+    return welch_interval(st.values, other.values)
+
+
+def fmt_vs(diff, half, p) -> str:
+    """'−12.30 [−17.40, −7.20]*': the difference, its interval, * where p < ALPHA."""
+    if diff is None:
+        return MISSING
+    if half is None:
+        return f"{diff:+.2f} (n<2)"
+    mark = SIGNIFICANT if p is not None and p < ALPHA else ""
+    return f"{diff:+.2f} [{diff - half:+.2f}, {diff + half:+.2f}]{mark}"
 
 
 def _show(cell, metrics, which) -> str:
@@ -289,9 +334,15 @@ def table_attack(stats, paper, arch, name, table, attack, clone_metric="final") 
     title = (f"Table {table}: {P.ATTACKS.get(attack, attack)} clone accuracy "
              f"(relative performance) ({P.arch_label(arch)})")
     notes = _arch_notes(arch) + ["Relative performance = clone accuracy / benign accuracy; "
-                                 "lower is a better defense.", CLONE_METRICS[clone_metric]]
+                                 "lower is a better defense.", CLONE_METRICS[clone_metric], VS_NOTE]
     return grid(name, title, ["Defense"], rows, cols, ("clone_acc", "relative"), stats, paper,
-                table, arch, notes)
+                table, arch, notes, versus="vanilla")
+
+
+VS_NOTE = (f"Δ vs Vanilla: our clone accuracy minus Vanilla's (same data set, attack and labels), with "
+           f"the 95% interval of Welch's two-sample t-test over seeds; {SIGNIFICANT} = significant at "
+           f"p < {ALPHA} (two-sided); n<2 = fewer than two seeds on a side, no test. The line is left out "
+           "where no cell has both.")
 
 
 def table_ablation(stats, paper, arch, name, clone_metric="final") -> Table:

@@ -240,3 +240,34 @@ def test_answers_table_means_over_seeds(tmp_path):
     (row,) = table_answers(recs + [S.victim("mnist", "vanilla", 99.0)]).tidy
     assert row["seeds"] == 2 and float(row["queries_entropy"]) == 1.5 and float(row["id_test_max_prob"]) == 0.95
     assert table_answers([S.victim("mnist", "vanilla", 99.0)]) is None
+
+
+def test_clone_tables_test_each_defense_against_vanilla_over_seeds(tmp_path):
+    """Generated numbers: a defense 40 points below Vanilla on three seeds is marked significant,
+    one within Vanilla's spread is not; the interval is Welch's (checked against SciPy)."""
+    recs = []
+    for seed, (van, strong, weak) in enumerate([(90.0, 50.0, 89.0), (91.0, 51.5, 94.0), (92.5, 52.0, 90.0)]):
+        recs += [S.cell("mnist", "vanilla", "knockoff", "soft", van, 98.0, seed),
+                 S.cell("mnist", "mad", "knockoff", "soft", strong, 98.0, seed),
+                 S.cell("mnist", "ini", "knockoff", "soft", weak, 98.0, seed)]
+    recs.append(S.cell("mnist", "am", "knockoff", "soft", 10.0, 98.0, 0))   # one seed: no test
+    out = tmp_path / "out"
+    report.render(S.write(recs, tmp_path), out, "synth", speed_dir=tmp_path / "none")
+    lines = (out / "table2.md").read_text().splitlines()
+    vs = [line for line in lines if "| Δ vs Vanilla" in line]
+    assert len(vs) == 3   # MAD, AM, InI; not Vanilla itself, not the rows without records
+    mad, am, ini = vs
+    assert mad.split("|")[3].strip().endswith("]*")
+    assert "*" not in ini.split("|")[3] and "[" in ini.split("|")[3]
+    assert "(n<2)" in am.split("|")[3]
+    rows = {(r["defense"], r["metric"]): r for r in _rows(out, "table2.csv")
+            if r["dataset"] == "mnist" and r["label"] == "soft"}
+    assert rows[("mad", "relative")]["vs_diff"] == ""   # tested on clone accuracy only
+    scipy_stats = pytest.importorskip("scipy.stats")
+    a, b = [50.0, 51.5, 52.0], [90.0, 91.0, 92.5]
+    res = scipy_stats.ttest_ind(a, b, equal_var=False)
+    lo, hi = res.confidence_interval(0.95)
+    got = rows[("mad", "clone_acc")]
+    assert float(got["vs_p"]) == pytest.approx(res.pvalue, rel=1e-3)
+    assert float(got["vs_diff"]) - float(got["vs_half_ci95"]) == pytest.approx(lo, rel=1e-3)
+    assert float(got["vs_diff"]) + float(got["vs_half_ci95"]) == pytest.approx(hi, rel=1e-3)
