@@ -36,7 +36,7 @@ def speed_tables(speed, paper, out: Path) -> tuple[list[Table], list[str], list[
         tables.append(table4(rec, paper))
         name = f"figure4_{rec['_device_dir']}.png"
         try:
-            from .speed import render_figure4
+            from .speedrender import render_figure4
             render_figure4(rec, out / name)
             figs.append(name)
         except Exception as e:  # the figure is optional; say why it is absent
@@ -53,6 +53,18 @@ def speed_tables(speed, paper, out: Path) -> tuple[list[Table], list[str], list[
 
 def _secs(v) -> str:
     return MISSING if v is None else (f"{v * 1e3:.3g} ms" if v < 1 else f"{v:.1f} s")
+
+
+def protocol_notes(rec: dict, dev: str, md: str) -> list[str]:
+    """How many interleaved rounds the medians come from, and a warning for a loaded host."""
+    notes = []
+    if rec.get("repeats"):
+        notes.append(f"Medians over {rec['repeats']} interleaved rounds (ratios to Vanilla taken "
+                     f"per round); their spread is in `results/speed/{dev}/{md}`.")
+    if rec.get("loaded"):
+        notes.append("WARNING: LOADED RUN: the host's load average exceeded its cores while "
+                     "timing; these numbers are unreliable.")
+    return notes
 
 
 def table4(rec: dict, paper) -> Table:
@@ -96,7 +108,7 @@ def table4(rec: dict, paper) -> Table:
              "`*` = fewer runs timed (cell budget), total extrapolated from the mean.",
              "The paper publishes only MAD's time (471.7 s = 25.4× Vanilla/InI) and says the "
              f"other defenses take 1.98×-25.4×; its batch size is not stated.",
-             f"Cost model and primitives: `results/speed/{dev}/table4.md`."]
+             f"Cost model and primitives: `results/speed/{dev}/table4.md`."] + protocol_notes(rec, dev, "table4.md")
     return Table(f"table4_{dev}", f"Table 4 / Figure 4: served inference time ({dev})", header,
                  out_rows, tidy, notes)
 
@@ -128,6 +140,6 @@ def table_b1(rec: dict, paper) -> Table:
     notes = [f"Device: {prov.get('device', dev)}; {rec.get('arch', '?')}, "
              f"{rec.get('train_size', '?')} random CIFAR-10-shaped images per set; "
              "ratio = time / Vanilla; Δ = our ratio − the paper's.",
-             "MAD trains nothing beyond Vanilla (the paper's row is \"ND/MAD\")."]
+             "MAD trains nothing beyond Vanilla (the paper's row is \"ND/MAD\")."] + protocol_notes(rec, dev, "tableB1.md")
     return Table(f"tableB1_{dev}", f"Table B.1: training time ({dev})", header, out_rows, tidy,
                  notes)

@@ -1,6 +1,8 @@
-"""Wall-clock timing of a repeated call on CPU or CUDA, without host syncs inside the loop."""
+"""Wall-clock timing of a repeated call on CPU or CUDA, without host syncs inside the loop;
+the spread of repeated measurements; the host's load while measuring."""
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -78,3 +80,41 @@ def time_once(fn, device="cpu") -> float:
     fn()
     sync(device)
     return time.perf_counter() - t0
+
+
+def spread(values) -> dict:
+    """Median, quartiles, min and max of repeated measurements.
+
+    Quartiles by ``statistics.quantiles(method="inclusive")`` (linear interpolation between
+    order statistics, numpy's default percentile), so they stay within [min, max] for a few
+    repeats; one value is its own median and quartiles.
+    """
+    v = sorted(values)
+    if not v:
+        raise ValueError("spread of no values")
+    q1, _, q3 = statistics.quantiles(v, n=4, method="inclusive") if len(v) > 1 else v * 3
+    return {"median": statistics.median(v), "q1": q1, "q3": q3, "min": v[0], "max": v[-1],
+            "n": len(v)}
+
+
+# The reading before a run includes nothing of ours; later ones include our own threads.
+LOAD_RULE = ("loaded = the 1-minute load average exceeded the core count before the run, or "
+             "exceeded cores + 0.5 between rounds or after it (those readings include this run's "
+             "own threads, about `threads`)")
+
+
+def load_reading() -> list[float] | None:
+    """The host's 1, 5 and 15-minute load averages (None where the platform has none)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def load_record(before, during: list, after, threads: int) -> dict:
+    """The load readings of a run and whether they make its timings suspect (LOAD_RULE)."""
+    cores = os.cpu_count() or 1
+    loaded = bool(before and before[0] > cores) or any(
+        r and r[0] > cores + 0.5 for r in [*during, after])
+    return {"before": before, "during": during, "after": after, "cpu_count": cores,
+            "threads": threads, "loaded": loaded, "rule": LOAD_RULE}

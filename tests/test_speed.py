@@ -1,10 +1,13 @@
-"""bench.speed: cost-model arithmetic, the timer, the CLI on a tiny model, error exits.
+"""bench.speed: cost-model arithmetic, the timer, the measurement protocol (interleaved
+rounds, medians and IQRs, per-round ratios, the load flag), the CLI on a tiny model, error exits.
 
-All inputs are random tensors generated here (timing needs shapes, not real data).
+All inputs are random tensors generated here (timing needs shapes, not real data); the
+per-round timings and load readings in the protocol tests are made-up values.
 """
 import csv
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +16,7 @@ import pytest
 import torch
 
 from bench import speed
-from bench.timing import time_runs
+from bench.timing import Timing, load_reading, load_record, spread, time_runs
 from defenses.base import Defense
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,36 +90,193 @@ def test_variants_label_paper_style_and_ours():
     assert {v.kind for v in speed.variants("ini+mad")} == {"mad"}
 
 
-def test_cli_tiny_model_three_runs(tmp_path, capsys):
+# ------------------------------------------------------------------ the protocol (issue 14)
+def _fake_timing(mean, runs=2):
+    return Timing(runs=runs, warmup=0, total_s=mean * runs, per_run_s=[mean] * runs)
+
+
+def _args(*argv):
+    args = speed.parse_args(["--device", "cpu", "--arch", "smallcnn", "--quiet", *argv])
+    speed.resolve_counts(args, "cpu")
+    return args
+
+
+def test_inference_rounds_interleave_cells(monkeypatch):
+    """Every cell once per round, same order each round: A B C A B C A B C, not A A A B B B."""
+    calls = []
+
+    def fake(d, B, runs, warmup, device, desc, progress, cell_budget=0.0, x=None):
+        calls.append(desc.split(" round ")[0])
+        assert x is not None and len(x) == B  # one fixed input per batch size
+        return _fake_timing(1e-3 * len(calls))
+
+    monkeypatch.setattr(speed, "time_served", fake)
+    monkeypatch.setattr(speed, "measure_primitives", lambda ctx, bs, *a: {b: {} for b in bs})
+    args = _args("--runs", "2", "--repeats", "3", "--batch-sizes", "1,2")
+    res = speed.run_inference(args, "cpu", ["vanilla", "mad"])
+    one_round = [f"{c.label} B={c.batch_size}" for c in res["cells"]]
+    assert len(one_round) == 6 and len(set(one_round)) == 6  # Vanilla + 2 MAD impls, 2 sizes
+    assert calls == one_round * 3
+    assert all(len(c.timings) == 3 for c in res["cells"])
+    assert len(res["load_during"]) == 2  # read between rounds
+
+
+def test_training_rounds_interleave_defenses(monkeypatch):
+    calls = []
+    secs = {"vanilla": [1.0, 2.0, 1.0, 1.0], "am": [3.0, 4.0, 3.3, 2.9], "edm": [9.0, 20.0, 8.0, 8.5],
+            "ini": [12.0, 30.0, 11.0, 12.5]}
+
+    def fake(name, ctx, device):
+        calls.append(name)
+        return name.upper(), {"unit": secs[name][calls.count(name) - 1]}
+
+    monkeypatch.setattr(speed, "fit_once", fake)
+    args = _args("--train", "--repeats", "4", "--train-size", "8")
+    rows = {r["defense"]: r for r in speed.run_training(args, "cpu", list(secs))["rows"]}
+    assert calls == ["vanilla", "am", "edm", "ini"] * 4
+    ini = rows["ini"]
+    assert ini["seconds_per_round"] == secs["ini"]
+    assert ini["seconds"] == statistics.median(secs["ini"]) == 12.25
+    assert ini["seconds_range"] == [11.0, 30.0]
+    per_round = [12.0, 15.0, 11.0, 12.5]          # ini / vanilla in the same round
+    assert ini["ratio_per_round"] == pytest.approx(per_round)
+    assert ini["ratio_to_vanilla"] == pytest.approx(statistics.median(per_round))  # 12.25
+    q = statistics.quantiles(per_round, n=4, method="inclusive")
+    assert ini["ratio_iqr"] == pytest.approx([q[0], q[2]]) and ini["ratio_range"] == [11.0, 15.0]
+    assert rows["vanilla"]["ratio_per_round"] == [1.0] * 4
+    # fewer than 4 rounds: min-max only
+    calls.clear()
+    args = _args("--train", "--repeats", "3", "--train-size", "8")
+    assert "seconds_iqr" not in speed.run_training(args, "cpu", list(secs))["rows"][0]
+
+
+def test_spread_matches_statistics_quantiles():
+    vals = [5.0, 1.0, 4.0, 2.0, 3.0, 10.0]
+    q = statistics.quantiles(vals, n=4, method="inclusive")
+    s = spread(vals)
+    assert (s["median"], s["q1"], s["q3"], s["min"], s["max"]) == (3.5, q[0], q[2], 1.0, 10.0)
+    assert s["q1"] == pytest.approx(2.25) and s["q3"] == pytest.approx(4.75)
+    assert spread([7.0]) == {"median": 7.0, "q1": 7.0, "q3": 7.0, "min": 7.0, "max": 7.0, "n": 1}
+
+
+def _cell(name, label, kind, means, runs=(10,) * 5, requested=10):
+    c = speed.Cell(name, label, "", "", kind, {}, 4, requested)
+    c.timings = [_fake_timing(m, r) for m, r in zip(means, runs)]
+    return c
+
+
+def test_cell_rows_median_iqr_and_ratio_per_round():
+    """Made-up per-round means: the ratio is taken per round, then its median (not the
+    ratio of the medians)."""
+    van = [1.0, 2.0, 1.5, 1.2, 5.0]
+    am = [10.0, 30.0, 12.0, 11.0, 40.0]
+    cells = [_cell("vanilla", "Vanilla", "vanilla", van),
+             _cell("am", "AM", "am", am, runs=(10, 10, 3, 10, 10))]
+    rows = speed.cell_rows({"cells": cells, "primitives": {4: {"M_f": 0.5}}})
+    v, a = rows
+    assert v["ratio_per_round"] == [1.0] * 5 and v["ratio_to_vanilla"] == 1.0
+    assert a["per_round_s"] == pytest.approx(am)
+    assert a["per_batch_s"] == pytest.approx(statistics.median(am)) and a["per_batch_s"] == pytest.approx(12.0)
+    q = statistics.quantiles(am, n=4, method="inclusive")
+    assert a["per_batch_iqr_s"] == pytest.approx([q[0], q[2]])
+    assert a["total_s"] == pytest.approx(12.0 * 10)
+    ratios = [x / y for x, y in zip(am, van)]
+    assert a["ratio_per_round"] == pytest.approx(ratios)
+    assert a["ratio_to_vanilla"] == pytest.approx(statistics.median(ratios))
+    assert a["ratio_to_vanilla"] == pytest.approx(55 / 6)  # median ratio, not 12 / 1.5 = 8
+    rq = statistics.quantiles(ratios, n=4, method="inclusive")
+    assert a["ratio_iqr"] == pytest.approx([rq[0], rq[2]])
+    assert a["extrapolated"] and not v["extrapolated"] and a["runs_timed_per_round"][2] == 3
+    assert a["predictions"][0]["measured_over_predicted"] == pytest.approx(12.0 / 1.0)  # 2 M_f
+
+
+@pytest.mark.parametrize("before, during, after, loaded", [
+    ([0.5, 0, 0], [], [2.4, 0, 0], False),          # our own 2 threads after: not flagged
+    ([2.1, 0, 0], [], [0.5, 0, 0], True),           # busy before we started
+    ([0.5, 0, 0], [[3.0, 0, 0]], [0.5, 0, 0], True),  # a burst between rounds
+    ([0.5, 0, 0], [], [2.6, 0, 0], True),           # after > cores + 0.5
+    (None, [None], None, False)])                   # no getloadavg on this platform
+def test_load_rule(before, during, after, loaded, monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    rec = load_record(before, during, after, threads=2)
+    assert rec["loaded"] is loaded and rec["cpu_count"] == 2 and rec["threads"] == 2
+
+
+def test_load_reading_uses_getloadavg(monkeypatch):
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.234, 2.0, 3.0))
+    assert load_reading() == [1.23, 2.0, 3.0]
+
+    def missing():
+        raise OSError
+    monkeypatch.setattr(os, "getloadavg", missing)
+    assert load_reading() is None
+
+
+@pytest.mark.parametrize("argv", [["--repeats", "0"], ["--train", "--repeats", "-1"],
+                                  ["--train", "--train-size", "0"]])
+def test_bad_counts_exit_2_in_one_line(argv, capsys):
+    assert speed.main(["--device", "cpu", "--quiet", "--arch", "smallcnn"] + argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and argv[-2] in err and ">= 1" in err
+
+
+def test_cli_end_to_end_loaded_host(tmp_path, monkeypatch):
+    """Tiny inference run on a host made to look loaded (fake getloadavg): medians, IQRs,
+    the warning in table4.md, and even-routed EDM built apart from the routed one."""
+    monkeypatch.setattr(os, "getloadavg", lambda: (99.0, 9.0, 9.0))
     threads_before = torch.get_num_threads()
-    rc = speed.main(["--device", "cpu", "--arch", "smallcnn", "--batch-sizes", "1,2", "--runs", "3",
-                     "--defenses", "vanilla,mad", "--out", str(tmp_path), "--quiet", "--threads", "1"])
+    rc = speed.main(["--device", "cpu", "--arch", "smallcnn", "--batch-sizes", "1,2", "--runs", "2",
+                     "--repeats", "2", "--defenses", "vanilla,mad,edm", "--out", str(tmp_path),
+                     "--quiet", "--threads", "1"])
     assert torch.get_num_threads() == threads_before
     assert rc == 0
     rec = json.loads((tmp_path / "speed.json").read_text())
-    assert rec["runs"] == 3 and rec["batch_sizes"] == [1, 2]
+    assert rec["runs"] == 2 and rec["repeats"] == 2 and rec["batch_sizes"] == [1, 2]
+    assert rec["loaded"] and rec["load"]["before"] == [99.0, 9.0, 9.0] and rec["load"]["threads"] == 1
     assert "random initialization" in rec["weights"] and rec["provenance"]["git_commit"]
     labels = {(r["label"], r["batch_size"]) for r in rec["rows"]}
-    assert len(labels) == 6  # vanilla + 2 MAD implementations, 2 batch sizes
+    assert len(labels) == 12  # vanilla, 2 MAD, 2 EDM + EDM evenly routed; 2 batch sizes
     for r in rec["rows"]:
-        assert r["runs_timed"] == 3 and len(r["per_run_s"]) == 3 and r["total_s"] > 0
+        assert r["runs_timed_per_round"] == [2, 2] and len(r["per_run_s"]) == 4
+        assert len(r["per_round_s"]) == 2 and r["per_batch_s"] == pytest.approx(statistics.median(r["per_round_s"]))
+        assert r["per_batch_iqr_s"][0] <= r["per_batch_s"] <= r["per_batch_iqr_s"][1]
+        assert r["total_s"] == pytest.approx(2 * r["per_batch_s"])
         if r["defense"] == "vanilla":
-            assert r["ratio_to_vanilla"] == 1.0
+            assert r["ratio_to_vanilla"] == 1.0 and r["ratio_iqr"] == [1.0, 1.0]
         assert r["predictions"][0]["predicted_per_batch_s"] > 0
+    even = [r for r in rec["rows"] if "even routing" in r["label"]]
+    assert len(even) == 2 and all(r.get("routing") == "forced even (instrumented)" for r in even)
     assert rec["primitives"]["2"]["S"] > 0
     table = (tmp_path / "table4.md").read_text()
     assert "MAD [reference, paper-style]" in table and "M_f + B(C·M_b + S)" in table
+    assert "WARNING: LOADED RUN" in table and "2 round(s)" in table and "interleaved" in table
+    assert "IQR" in table and "Below the protocol" in table  # 2 < 5 repeats
     assert (tmp_path / "figure4.png").stat().st_size > 10_000
 
 
-def test_cli_train_tiny(tmp_path):
-    rc = speed.main(["--train", "--device", "cpu", "--arch", "smallcnn", "--defenses", "vanilla",
-                     "--train-size", "16", "--epochs", "1", "--out", str(tmp_path), "--quiet",
-                     "--threads", "1"])
+def test_cli_train_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    rc = speed.main(["--train", "--device", "cpu", "--arch", "smallcnn", "--defenses", "vanilla,ini",
+                     "--train-size", "64", "--repeats", "2", "--epochs", "1", "--out", str(tmp_path),
+                     "--quiet", "--threads", "1"])
     assert rc == 0
     rec = json.loads((tmp_path / "train.json").read_text())
-    assert rec["epochs"] == 1 and rec["rows"][0]["ratio_to_vanilla"] == 1.0
-    assert "1.00x" in (tmp_path / "tableB1.md").read_text()
+    assert rec["epochs"] == 1 and rec["repeats"] == 2 and rec["train_size"] == 64 and not rec["loaded"]
+    van, ini = rec["rows"]
+    assert van["ratio_per_round"] == [1.0, 1.0] and len(ini["seconds_per_round"]) == 2
+    assert ini["seconds"] == pytest.approx(statistics.median(ini["seconds_per_round"]))
+    assert ini["seconds_range"] == [min(ini["seconds_per_round"]), max(ini["seconds_per_round"])]
+    table = (tmp_path / "tableB1.md").read_text()
+    assert "1.00x (1.00-1.00)" in table and "2 round(s), defenses interleaved" in table
+    assert "WARNING" not in table and "64 images (protocol: at least 10,000)" in table
+
+
+def test_report_notes_rounds_and_load(tmp_path):
+    """bench.report's speed tables say how many rounds and warn on a loaded record."""
+    from bench.speedtables import protocol_notes
+    notes = protocol_notes({"repeats": 5, "loaded": True}, "cpu", "table4.md")
+    assert "5 interleaved rounds" in notes[0] and "LOADED" in notes[1]
+    assert protocol_notes({}, "cpu", "table4.md") == []  # records from before issue 14
 
 
 def test_gpu_beyond_available_exits_2(capsys):
