@@ -107,7 +107,7 @@ def table4(rec: dict, paper) -> Table:
              "measured in the same process; Δ = our ratio − the paper's.",
              "`*` = fewer runs timed (cell budget), total extrapolated from the mean.",
              "The paper publishes only MAD's time (471.7 s = 25.4× Vanilla/InI) and says the "
-             f"other defenses take 1.98×-25.4×; its batch size is not stated.",
+             "other defenses take 1.98×-25.4×; its batch size is not stated.",
              f"Cost model and primitives: `results/speed/{dev}/table4.md`."] + protocol_notes(rec, dev, "table4.md")
     return Table(f"table4_{dev}", f"Table 4 / Figure 4: served inference time ({dev})", header,
                  out_rows, tidy, notes)

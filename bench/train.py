@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass, field, asdict
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -14,6 +15,7 @@ from tqdm.auto import tqdm
 
 from . import models
 from .data import ImageSet, batches
+from .checkpoint import Checkpoint
 
 
 @dataclass
@@ -46,6 +48,14 @@ class Context:
     seed: int = 0
     progress: bool = True
     arch_params: dict = field(default_factory=dict)
+    # resumable training: when set, every fit call saves its state here after each epoch, one
+    # file per call (fit0.pt, fit1.pt, ... in call order); None: no files (bench.victims sets it)
+    checkpoint_dir: Path | None = None
+    fit_calls: int = 0
+
+    def begin_checkpoints(self, directory) -> None:
+        """Number the coming fit calls from 0 and checkpoint them in ``directory`` (None: off)."""
+        self.checkpoint_dir, self.fit_calls = (Path(directory) if directory is not None else None), 0
 
     def new_model(self, arch: str | None = None, num_classes: int | None = None) -> nn.Module:
         params = self.arch_params if arch is None else {}
@@ -79,28 +89,69 @@ def make_optimizer(params, cfg: TrainConfig):
     return opt, sched
 
 
-def cycle(x: torch.Tensor, batch_size: int, generator: torch.Generator, augment: bool = False):
-    """Endless shuffled mini-batches of an (OOD) image tensor."""
-    while True:
-        for xb, _ in batches(x, None, batch_size, generator, augment=augment, drop_last=len(x) >= batch_size):
-            yield xb
+class OODStream:
+    """Endless shuffled mini-batches of an (OOD) image tensor, pass after pass, that can save
+    and restore its position (a generator function cannot be pickled): the shuffling
+    generator's state when the current pass began and how many of its batches were drawn."""
+
+    def __init__(self, x: torch.Tensor, batch_size: int, generator: torch.Generator, augment: bool = False):
+        self.x, self.batch_size, self.gen, self.augment = x, batch_size, generator, augment
+        self._new_pass()
+
+    def _new_pass(self) -> None:
+        self.pass_start, self.in_pass = self.gen.get_state(), 0
+        self._it = batches(self.x, None, self.batch_size, self.gen, augment=self.augment,
+                           drop_last=len(self.x) >= self.batch_size)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        for _ in range(2):
+            xb = next(self._it, None)
+            if xb is not None:
+                self.in_pass += 1
+                return xb[0]
+            self._new_pass()
+        raise ValueError("the OOD set is empty")
+
+    def state_dict(self) -> dict:
+        return {"pass_start": self.pass_start, "in_pass": self.in_pass}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Replay the current pass up to the saved position (its shuffling and augmentation
+        draw from the generator batch by batch, so the replay is what makes them equal)."""
+        self.gen.set_state(state["pass_start"])
+        self._new_pass()
+        for _ in range(state["in_pass"]):
+            next(self)
 
 
 def fit(params, ctx: Context, step: Callable, cfg: TrainConfig | None = None, desc: str = "train",
-        modules: list[nn.Module] = (), with_ood: bool = False, data: ImageSet | None = None) -> dict:
+        modules: list[nn.Module] = (), with_ood: bool = False, data: ImageSet | None = None,
+        extra_state: dict | None = None) -> dict:
     """Run cfg.epochs over ``data`` (default: the ID training set).
 
     ``step(x, y, x_ood)`` returns a loss to back-propagate, a dict of named loss terms (their
     sum is back-propagated), or None when it has already filled the parameters' ``.grad``
     itself (InI's PCGrad). Returns each term's mean per epoch ({"loss": [...]} for a plain
     loss), so that every training run can show whether its objectives have flattened.
+
+    With ``ctx.checkpoint_dir`` set, the state after every epoch is saved (see Checkpoint) and
+    a later call in the same place continues from it, ending bit-identical to a run that was
+    never stopped. ``extra_state`` names what ``step`` changes besides ``modules`` and the
+    optimizer: objects with state_dict/load_state_dict (a surrogate and its optimizer),
+    torch.Generators, and dicts/lists of plain values and tensors (running sums, logs),
+    restored in place.
     """
     cfg = cfg or ctx.train
     data = data or ctx.id_train
+    params = list(params)
     opt, sched = make_optimizer(params, cfg)
     gen = ctx.generator(1)
-    ood = cycle(ctx.ood_train.x, cfg.batch_size, ctx.generator(2), ctx.ood_train.augment) if with_ood else None
-    n_steps = cfg.epochs * -(-len(data) // cfg.batch_size)
+    ood = OODStream(ctx.ood_train.x, cfg.batch_size, ctx.generator(2), ctx.ood_train.augment) if with_ood else None
+    per_epoch = -(-len(data) // cfg.batch_size)
+    n_steps = cfg.epochs * per_epoch
     dev = ctx.device
     curves: dict[str, list[float]] = {}
     cl = channels_last()
@@ -108,8 +159,17 @@ def fit(params, ctx: Context, step: Callable, cfg: TrainConfig | None = None, de
     if cl:
         for m in modules:
             m.to(memory_format=torch.channels_last)
-    with tqdm(total=n_steps, desc=desc, disable=not ctx.progress, leave=False) as bar:
-        for epoch in range(cfg.epochs):
+    ckpt = Checkpoint.next(ctx, params, modules, {"opt": opt, "sched": sched, "data_order": gen, "ood": ood},
+                           extra_state or {},
+                           {"desc": desc, "cfg": asdict(cfg), "data": f"{data.name}:{data.split}",
+                            "n": len(data), "with_ood": with_ood})
+    start = ckpt.restore(curves) if ckpt else 0
+    if start == cfg.epochs and start > 0:   # finished before: its final state is loaded
+        for m in modules:
+            m.train()
+        return curves
+    with tqdm(total=n_steps, initial=start * per_epoch, desc=desc, disable=not ctx.progress, leave=False) as bar:
+        for epoch in range(start, cfg.epochs):
             for m in modules:
                 m.train()
             sums, k = {}, 0   # detached tensors: no device sync per step
@@ -128,6 +188,8 @@ def fit(params, ctx: Context, step: Callable, cfg: TrainConfig | None = None, de
             for name, total in sums.items():
                 curves.setdefault(name, []).append(round(float(total) / k, 6))
             sched.step()
+            if ckpt:
+                ckpt.save(epoch + 1, curves)
     return curves
 
 

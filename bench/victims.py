@@ -1,6 +1,8 @@
 """Defended victims: train (or load) every unit, tune serving knobs, write the victim record."""
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -9,9 +11,10 @@ import torch
 
 from . import records as R
 from .detection import benign_fpr, has_monitor
-from .io import load_state, provenance, read_json, save_state, write_json
+from .io import CorruptFileError, load_state, provenance, read_json, save_state, write_json
 from .keys import base_config, defense_params, training_roles, unit_key, victim_key, victim_record_path
 from .roles import load_roles, make_context
+from .checkpoint import CHECKPOINT_FORMAT
 from .train import accuracy, predict, seed_everything
 
 def build_victim(profile, dataset, defense_name, seed, out, data_root=None, device="cpu", progress=True):
@@ -31,13 +34,8 @@ def build_victim(profile, dataset, defense_name, seed, out, data_root=None, devi
         with file_lock(ckpt.with_name(".lock")):  # parallel workers train a shared unit once
             trained = not ckpt.exists()
             if trained:
-                seed_everything(seed)
-                unit.fit(ctx)
-                save_state(ckpt, unit.nets.state_dict())
-                write_json(ckpt.with_name("spec.json"), {"unit": unit.name, "params": unit.train_params(),
-                                                         **base_config(profile, dataset, seed)})
-                if getattr(unit, "fit_log", None):
-                    write_json(ckpt.with_name("fit_log.json"), unit.fit_log)
+                train_unit(unit, ctx, ckpt.parent, {"unit": unit.name, "params": unit.train_params(),
+                                                    **base_config(profile, dataset, seed)}, seed)
         if not trained:  # a model just fitted is already in memory
             unit.nets.load_state_dict(load_state(ckpt))
         log_path = ckpt.with_name("fit_log.json")
@@ -85,6 +83,37 @@ def build_victim(profile, dataset, defense_name, seed, out, data_root=None, devi
         export_victim(defense, ctx, Path(out) / "victims" / "export" / f"{dataset}-{defense_name}-s{seed}",
                       dataset, {"benign_acc": rec.benign_acc, "git_commit": rec.provenance["git_commit"]})
     return defense, rec
+
+
+def train_unit(unit, ctx, unit_dir, spec: dict, seed: int) -> None:
+    """Train one unit, resumably: fit saves each epoch under ``unit_dir/partial`` and a run
+    stopped mid-unit continues from its last finished epoch, ending bit-identical. The partial
+    directory is reused only for the same spec and checkpoint format (else it starts over) and
+    is deleted once state.pt, written last as the unit's "done" mark, is in place."""
+    unit_dir, partial = Path(unit_dir), Path(unit_dir) / "partial"
+    want = json.loads(json.dumps({"unit_key": unit_dir.name, "checkpoint_format": CHECKPOINT_FORMAT, **spec},
+                                 default=str))   # as read back from JSON
+    if partial.exists() and _partial_spec(partial) != want:
+        shutil.rmtree(partial)   # another spec or code version: its checkpoints do not apply
+    write_json(partial / "spec.json", want)
+    seed_everything(seed)
+    ctx.begin_checkpoints(partial)
+    try:
+        unit.fit(ctx)
+    finally:
+        ctx.begin_checkpoints(None)
+    write_json(unit_dir / "spec.json", spec)
+    if getattr(unit, "fit_log", None):
+        write_json(unit_dir / "fit_log.json", unit.fit_log)
+    save_state(unit_dir / "state.pt", unit.nets.state_dict())
+    shutil.rmtree(partial)
+
+
+def _partial_spec(partial: Path):
+    try:
+        return read_json(partial / "spec.json")
+    except (OSError, CorruptFileError):
+        return None
 
 
 def served_path(out, vkey) -> Path:

@@ -93,6 +93,20 @@ def test_gradient_norm_gradient_matches_finite_differences(form):
     fd_check(lambda: ref_gradnorm(victim, clone, xo, form), victim, analytic)
 
 
+@pytest.mark.parametrize("flag", ["0", "1"])
+def test_surrogate_in_the_training_loops_memory_format(monkeypatch, flag):
+    """fit() puts V in channels-last under STEALBENCH_CHANNELS_LAST=1; the surrogate must follow
+    (mixed formats made InI's step 1.25x its floor), with the same values either way."""
+    monkeypatch.setenv("STEALBENCH_CHANNELS_LAST", flag)
+    ctx = tiny_ctx()
+    sur = get_defense("ini").make_surrogate(ctx)
+    conv = next(m for m in sur.model.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) == (flag == "1")
+    monkeypatch.setenv("STEALBENCH_CHANNELS_LAST", "0")
+    ref = get_defense("ini").make_surrogate(ctx)
+    assert all(torch.equal(sur.params[k], ref.params[k]) for k in ref.params)
+
+
 def test_surrogate_unchanged_and_victim_trained():
     ctx = tiny_ctx()
     d = get_defense("ini")
