@@ -155,21 +155,22 @@ def test_resuming_differs_from_restarting(tmp_path, monkeypatch):
     assert any(not torch.equal(a, b) for a, b in zip(whole.state_dict().values(), d.state_dict().values()))
 
 
-def test_finished_fit_is_loaded_without_training(tmp_path, monkeypatch):
+def _fitted_edm(folder):
+    """A 2-member EDM fitted with its checkpoints in folder."""
     ctx = tiny_ctx()
     seed_everything(0)
     d = get_defense("edm", n_members=2)
     d.build(ctx)
-    ctx.begin_checkpoints(tmp_path)
+    ctx.begin_checkpoints(folder)
     d.fit(ctx)
+    return d
+
+
+def test_finished_fit_is_loaded_without_training(tmp_path, monkeypatch):
+    d = _fitted_edm(tmp_path)
     assert sorted(p.name for p in tmp_path.glob("fit*.pt")) == ["fit0.pt", "fit1.pt"]
     seen = interrupt_at(monkeypatch, call=10 ** 6)   # counts passes over training data
-    ctx2 = tiny_ctx()
-    seed_everything(0)
-    again = get_defense("edm", n_members=2)
-    again.build(ctx2)
-    ctx2.begin_checkpoints(tmp_path)
-    again.fit(ctx2)
+    again = _fitted_edm(tmp_path)
     assert seen["n"] == 0
     assert_same(d, again)
     assert again.fit_log == d.fit_log
