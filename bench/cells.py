@@ -39,7 +39,7 @@ def run_cell(profile, dataset, defense_name, attack_name, label, seed, out, data
         actx = AttackContext(clone_arch=profile.arch, num_classes=roles["num_classes"],
                              in_channels=roles["in_channels"], input_size=roles["input_size"],
                              query_set=roles["query"].x, seed_set=seed_set(attack, roles["train"]), device=device,
-                             seed=seed, progress=progress, arch_params=dict(profile.arch_params),
+                             seed=seed, progress=progress is True, arch_params=dict(profile.arch_params),
                              mean=test.mean, std=test.std,
                              **attacker_view(victim, defense_name, profile.arch, profile.arch_params, roles,
                                              device, seed),

@@ -72,7 +72,7 @@ def run_matrix(profile, out=None, datasets=None, defenses=None, attacks=None, la
             todo.append(c)
     threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
     bars = progress and jobs == 1 and sys.stderr.isatty()   # a terminal: bars; a log: lines
-    args = (out, data_root, device, bars, threads)
+    args = (out, data_root, device, True if bars else ("lines" if progress else False), threads)
     victims = sorted({(c[0], c[1], c[4]) for c in todo}, key=lambda v: ("+" in v[1], v))
     log = LineProgress(len(victims), "victim", progress and not bars)
     for v, msg in zip(victims, _map(_victim_worker, profile, victims, jobs, args, backend, scheduler)):

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import random
+import sys
+import time
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Callable
@@ -46,7 +48,7 @@ class Context:
     hash_set: ImageSet | None = None
     device: str = "cpu"
     seed: int = 0
-    progress: bool = True
+    progress: bool | str = True   # True: bars; "lines": one line per epoch (logs); False: quiet
     arch_params: dict = field(default_factory=dict)
     # resumable training: when set, every fit call saves its state here after each epoch, one
     # file per call (fit0.pt, fit1.pt, ... in call order); None: no files (bench.victims sets it)
@@ -168,8 +170,10 @@ def fit(params, ctx: Context, step: Callable, cfg: TrainConfig | None = None, de
         for m in modules:
             m.train()
         return curves
-    with tqdm(total=n_steps, initial=start * per_epoch, desc=desc, disable=not ctx.progress, leave=False) as bar:
+    with tqdm(total=n_steps, initial=start * per_epoch, desc=desc, disable=ctx.progress is not True,
+              leave=False) as bar:
         for epoch in range(start, cfg.epochs):
+            t0 = time.time()
             for m in modules:
                 m.train()
             sums, k = {}, 0   # detached tensors: no device sync per step
@@ -190,7 +194,17 @@ def fit(params, ctx: Context, step: Callable, cfg: TrainConfig | None = None, de
             sched.step()
             if ckpt:
                 ckpt.save(epoch + 1, curves)
+            if ctx.progress == "lines":
+                epoch_line(ctx, desc, epoch + 1, cfg.epochs, {n: c[-1] for n, c in curves.items()}, time.time() - t0)
     return curves
+
+
+def epoch_line(ctx: Context, desc: str, epoch: int, epochs: int, terms: dict, seconds: float) -> None:
+    """One line per epoch for logs (a bar is useless there, and parallel workers' lines interleave:
+    each names its data set and seed)."""
+    losses = ", ".join(f"{n} {v:.4g}" for n, v in terms.items())
+    print(f"  {ctx.id_train.name}/s{ctx.seed} {desc}: epoch {epoch}/{epochs}{': ' + losses if losses else ''} "
+          f"({seconds:.0f} s)", file=sys.stderr, flush=True)
 
 
 def train_classifier(model: nn.Module, ctx: Context, cfg: TrainConfig | None = None,

@@ -96,7 +96,8 @@ def test_redirect_is_the_linear_program_optimum(seed, k, eps, temp):
         lp = linprog(np.concatenate([-ci, np.zeros(k)]), A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=[1.0],
                      bounds=[(0, None)] * (2 * k), method="highs")
         assert lp.status == 0
-        assert float(out[i] @ c[i]) >= -lp.fun - 1e-7
+        # HiGHS solves to a feasibility tolerance of 1e-7 per constraint: its optimum is good to ~1e-6
+        assert float(out[i] @ c[i]) >= -lp.fun - 1e-6 * (1 + abs(lp.fun))
 
 
 def test_redirect_moves_mass_from_the_lowest_scores_to_the_highest():

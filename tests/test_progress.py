@@ -23,3 +23,28 @@ def test_disabled_or_empty_prints_nothing():
 
 def test_hms():
     assert hms(59.6) == "1m00s" and hms(3725) == "1h02m" and hms(0) == "0m00s"
+
+
+def test_fit_prints_one_line_per_epoch_in_line_mode_only(capsys):
+    """Logs of long runs (--jobs > 1 or no terminal) get a line per training epoch naming the data
+    set, seed, losses and seconds; bars and quiet modes print none (generated data)."""
+    import torch.nn.functional as F
+
+    from bench.train import fit
+    from tests.generated import tiny_ctx
+
+    def train(progress):
+        ctx = tiny_ctx(n=64)
+        ctx.progress = progress
+        model = ctx.new_model()
+        fit(model.parameters(), ctx, lambda x, y, _: {"ce": F.cross_entropy(model(x), y)},
+            ctx.train.replace(epochs=2), desc="vanilla", modules=[model])
+        return ctx, capsys.readouterr().err
+
+    ctx, err = train("lines")
+    lines = [line for line in err.splitlines() if "epoch" in line]
+    assert len(lines) == 2
+    assert lines[1].strip().startswith(f"{ctx.id_train.name}/s{ctx.seed} vanilla: epoch 2/2: ce ")
+    assert lines[1].rstrip().endswith(" s)")
+    for quiet in (False, True):
+        assert "epoch" not in train(quiet)[1]
