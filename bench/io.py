@@ -103,6 +103,13 @@ KERNEL_ENV = ("STEALBENCH_CHANNELS_LAST", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU
               "MKL_ENABLE_INSTRUCTIONS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_CORETYPE")
 
 
+def memory_format() -> str:
+    """The training loop's memory format: "channels_last" under STEALBENCH_CHANNELS_LAST=1, else
+    "contiguous" (NCHW). Recorded in every record's platform, so that a record says which ran even
+    when the default changes."""
+    return "channels_last" if os.environ.get("STEALBENCH_CHANNELS_LAST", "0") == "1" else "contiguous"
+
+
 @functools.lru_cache(maxsize=None)   # fixed for the process; every record asks
 def _cpu_model() -> tuple[str, tuple[str, ...]]:
     """CPU model name and the SIMD flags that decide kernel paths (Linux; else platform's word)."""
@@ -136,7 +143,7 @@ def platform_info(device="cpu") -> dict:
     info = {"cpu_model": model, "cpu_simd": list(simd), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "threads": torch.get_num_threads(), "mkldnn_enabled": torch.backends.mkldnn.is_available()
             and torch._C._get_mkldnn_enabled(), **dict(_library_versions()),
-            "env": {k: os.environ[k] for k in KERNEL_ENV if k in os.environ}}
+            "memory_format": memory_format(), "env": {k: os.environ[k] for k in KERNEL_ENV if k in os.environ}}
     if torch.device(device).type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return info

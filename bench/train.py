@@ -1,7 +1,6 @@
 """One training loop for every victim and clone: seeded, CPU or CUDA, progress bar."""
 from __future__ import annotations
 
-import os
 import random
 import sys
 import time
@@ -18,6 +17,7 @@ from tqdm.auto import tqdm
 from . import models
 from .data import ImageSet, batches
 from .checkpoint import Checkpoint
+from .io import memory_format
 
 
 @dataclass
@@ -78,7 +78,7 @@ def channels_last() -> bool:
     """``STEALBENCH_CHANNELS_LAST=1`` trains in channels-last memory format (NHWC convolution
     kernels; faster on some CPUs, float-level differences). A kernel-path setting like
     ATEN_CPU_CAPABILITY: recorded in every record's provenance, not in cache keys."""
-    return os.environ.get("STEALBENCH_CHANNELS_LAST", "0") == "1"
+    return memory_format() == "channels_last"
 
 
 def to_format(t: torch.Tensor) -> torch.Tensor:

@@ -174,6 +174,18 @@ def test_channels_last_training_matches_the_default_format(name, monkeypatch):
         assert torch.allclose(a[k], b[k], rtol=1e-3, atol=2e-4), k
 
 
+@pytest.mark.parametrize("flag, fmt", [(None, "contiguous"), ("0", "contiguous"), ("1", "channels_last")])
+def test_records_name_the_memory_format_even_when_unset(monkeypatch, flag, fmt):
+    from bench.io import platform_info
+    from bench.train import channels_last
+    if flag is None:
+        monkeypatch.delenv("STEALBENCH_CHANNELS_LAST", raising=False)
+    else:
+        monkeypatch.setenv("STEALBENCH_CHANNELS_LAST", flag)
+    assert platform_info()["memory_format"] == fmt
+    assert channels_last() == (fmt == "channels_last")
+
+
 def test_defense_seeds_cut_only_the_named_defenses(tiny_profile):
     p = replace(tiny_profile, seeds=(0, 1, 2), defenses=("vanilla", "ini-iso"), defense_seeds={"ini-iso": (0,)})
     cells = runner.plan(p)
