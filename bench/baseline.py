@@ -115,7 +115,7 @@ def new_baseline(profile: str, current: dict, records, old: dict | None, commit:
             entry["tolerance_fixed"] = fixed
         groups[name] = entry
     base = {"schema": SCHEMA, "profile": profile, "slice": slice_, "seeds": seeds, "commit": commit,
-            "record_commits_other": later, "platform": platform,
+            "record_commits_other": later, "platform": platform, "memory_format": memory_format_of(records),
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "versions": prov.get("versions"), "rule": dict((old or {}).get("rule", RULE)),
             "note": "Written by `python -m bench.check --update`; tolerances from `--calibrate`. "
@@ -139,6 +139,18 @@ def add_calibration(baseline: dict, current: dict, source: str, platform: str, c
 
 def most_common_commit(records) -> str:
     return Counter(r.provenance.get("git_commit", "unknown") for r in records).most_common(1)[0][0]
+
+
+def memory_format_of(records) -> str:
+    """The training loop's memory format the records were made in (most of them): a check re-runs
+    the matrix in it, since the format moves short-run numbers like a kernel path does."""
+    def fmt(prov):
+        plat = prov.get("platform") or {}
+        if "memory_format" in plat:
+            return plat["memory_format"]
+        return "channels_last" if (plat.get("env") or {}).get("STEALBENCH_CHANNELS_LAST") == "1" else "contiguous"
+    formats = Counter(fmt(r.provenance) for r in records if r.provenance)
+    return formats.most_common(1)[0][0] if formats else "contiguous"
 
 
 def platform_of(records) -> str:

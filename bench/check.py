@@ -21,6 +21,7 @@ Exit status: 0 pass, 1 regression, 2 bad input.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
@@ -219,6 +220,26 @@ def run(profile: str, run_dir: Path, data_root, jobs, progress, slice_, seeds):
     return cells, victims
 
 
+@contextlib.contextmanager
+def baseline_memory_format(baseline: dict | None):
+    """Run a check in the memory format its baseline was made in (older baselines: the default
+    NCHW), whatever STEALBENCH_CHANNELS_LAST says; an update runs in the caller's."""
+    if baseline is None:
+        yield
+        return
+    fmt = baseline.get("memory_format", "contiguous")
+    before = os.environ.get("STEALBENCH_CHANNELS_LAST")
+    os.environ["STEALBENCH_CHANNELS_LAST"] = "1" if fmt == "channels_last" else "0"
+    print(f"memory format: {fmt} (the baseline's)", flush=True)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("STEALBENCH_CHANNELS_LAST", None)
+        else:
+            os.environ["STEALBENCH_CHANNELS_LAST"] = before
+
+
 def data_root(given):
     """The ci matrix reads the shared real data (../shared/data) unless told otherwise."""
     if given or os.environ.get("STEALBENCH_DATA"):
@@ -325,7 +346,8 @@ def _main(a) -> int:
         if a.from_dir:
             cells, victims = collect(a.profile, a.from_dir, slice_, seeds, run_dir)
         else:
-            cells, victims = run(a.profile, run_dir, data_root(a.data_root), a.jobs, not a.no_progress,
+            with baseline_memory_format(None if a.update else old):
+                cells, victims = run(a.profile, run_dir, data_root(a.data_root), a.jobs, not a.no_progress,
                                      slice_, seeds)
     except (ValueError, OSError) as e:
         raise BadInput(f"the {a.profile} matrix could not start: {e}") from e

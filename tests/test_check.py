@@ -2,6 +2,7 @@
 it, calibration across platforms, missing/failed cells, bad input. The matrix runner is replaced by a fake writing synthetic records (not results)."""
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -321,3 +322,39 @@ def test_update_replaces_an_old_schema_baseline(matrix, tmp_path, capsys):
     p.write_text(json.dumps({"schema": 1, "profile": "ci", "cells": {}}))
     assert run(tmp_path, "--update") == 0
     assert "replacing" in capsys.readouterr().err and baseline_json(tmp_path)["schema"] == 2
+
+
+def test_check_runs_in_the_baselines_memory_format(matrix, tmp_path, monkeypatch):
+    """The memory format moves short-run numbers like a kernel path: a check re-runs the matrix in
+    the baseline's (older baselines: NCHW), whatever the caller's environment says, and restores it."""
+    seen = []
+    fake = check._run_matrix
+    def spy(*a, **kw):
+        seen.append(os.environ.get("STEALBENCH_CHANNELS_LAST"))
+        return fake(*a, **kw)
+    monkeypatch.setattr(check, "_run_matrix", spy)
+    monkeypatch.setenv("STEALBENCH_CHANNELS_LAST", "1")
+    assert run(tmp_path, "--update") == 0
+    b = baseline_json(tmp_path)
+    assert seen == ["1"] and b["memory_format"] == "contiguous"   # synthetic records name no format
+    assert run(tmp_path) == 0 and seen[-1] == "0"
+    b["memory_format"] = "channels_last"
+    (tmp_path / "ci" / "baseline.json").write_text(json.dumps(b))
+    monkeypatch.delenv("STEALBENCH_CHANNELS_LAST")
+    assert run(tmp_path) == 0 and seen[-1] == "1"
+    assert "STEALBENCH_CHANNELS_LAST" not in os.environ
+    del b["memory_format"]   # a baseline from before the field: NCHW
+    (tmp_path / "ci" / "baseline.json").write_text(json.dumps(b))
+    assert run(tmp_path) == 0 and seen[-1] == "0"
+
+
+def test_memory_format_of_records():
+    from bench.baseline import memory_format_of
+
+    def rec(platform):
+        r = S.cell("mnist", "vanilla", "knockoff", "soft", 90.0, 98.0)
+        r.provenance["platform"] = platform
+        return r
+    assert memory_format_of([rec({"memory_format": "channels_last"})]) == "channels_last"
+    assert memory_format_of([rec({"env": {"STEALBENCH_CHANNELS_LAST": "1"}})]) == "channels_last"
+    assert memory_format_of([rec({"env": {}}), rec({})]) == "contiguous"
