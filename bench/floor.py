@@ -36,8 +36,8 @@ from torch.func import functional_call, jvp, vjp
 
 from .io import provenance, write_json
 from .models import build
-from .timing import sync
-from .train import channels_last, to_format
+from .timing import load_reading, sync
+from .train import channels_last, to_format, to_loop_format
 
 IN_SHAPES = {"smallcnn": (1, 28, 28), "resnet18": (3, 32, 32), "vgg16": (3, 32, 32)}
 
@@ -46,7 +46,7 @@ def fmt(*ts):
     """Models and image batches in the training loop's memory format (STEALBENCH_CHANNELS_LAST)."""
     if not channels_last():
         return ts if len(ts) > 1 else ts[0]
-    out = [t.to(memory_format=torch.channels_last) if isinstance(t, torch.nn.Module) else to_format(t) for t in ts]
+    out = [to_loop_format(t) if isinstance(t, torch.nn.Module) else to_format(t) for t in ts]
     return out if len(out) > 1 else out[0]
 
 
@@ -207,21 +207,14 @@ def train_flops_per_image(arch: str) -> float:
     return fc.get_total_flops() / 32
 
 
-def load_avg() -> list[float] | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except (AttributeError, OSError):
-        return None
-
-
 def run(args) -> dict:
     t0 = time.time()
-    load_before = load_avg()
+    load_before = load_reading()
     floors = measure_floors(args.arch, args.batch, args.device, args.repeats, args.calls)
     peak = peak_flops(args.device)
     fpi = train_flops_per_image(args.arch)
     van_img_s = args.batch / floors["primitives_s"]["vanilla_step"]
-    load_after = load_avg()
+    load_after = load_reading()
     cores = os.cpu_count() or 1
     return {"arch": args.arch, "batch": args.batch, "device": args.device, "threads": torch.get_num_threads(),
             "channels_last": channels_last(),

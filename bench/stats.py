@@ -64,20 +64,29 @@ def interval(values, level: float = 0.95):
     return m, t_quantile(level, len(vals) - 1) * statistics.stdev(vals) / math.sqrt(len(vals))
 
 
-def welch(a, b):
-    """Welch's two-sample t-test: (difference of means a - b, two-sided p or None)."""
+def _welch_parts(a, b):
+    """(a - b, squared standard error, Welch-Satterthwaite df) over the non-missing values;
+    the last two None with fewer than two values on a side."""
     a, b = [v for v in a if v is not None], [v for v in b if v is not None]
     if not a or not b:
-        return None, None
+        return None, None, None
     diff = statistics.fmean(a) - statistics.fmean(b)
     if len(a) < 2 or len(b) < 2:
-        return diff, None
+        return diff, None, None
     va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
     if va + vb == 0:
+        return diff, 0.0, None
+    return diff, va + vb, (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+
+
+def welch(a, b):
+    """Welch's two-sample t-test: (difference of means a - b, two-sided p or None)."""
+    diff, se2, df = _welch_parts(a, b)
+    if se2 is None:
+        return diff, None
+    if se2 == 0:
         return diff, (1.0 if diff == 0 else 0.0)
-    t = diff / math.sqrt(va + vb)
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-    return diff, t_sf2(t, df)
+    return diff, t_sf2(diff / math.sqrt(se2), df)
 
 
 def welch_interval(a, b, level: float = 0.95):
@@ -85,11 +94,7 @@ def welch_interval(a, b, level: float = 0.95):
 
     Half-width and p are None with fewer than two values on either side."""
     diff, p = welch(a, b)
-    a, b = [v for v in a if v is not None], [v for v in b if v is not None]
     if p is None:
         return diff, None, None
-    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
-    if va + vb == 0:
-        return diff, 0.0, p
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-    return diff, t_quantile(level, df) * math.sqrt(va + vb), p
+    _, se2, df = _welch_parts(a, b)
+    return diff, (t_quantile(level, df) * math.sqrt(se2) if se2 else 0.0), p

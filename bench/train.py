@@ -85,6 +85,12 @@ def to_format(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
 
 
+def to_loop_format(m: nn.Module) -> nn.Module:
+    """A model in the training loop's memory format (fit's modules; models used beside them, like
+    InI's surrogate, must match or every pass through them converts)."""
+    return m.to(memory_format=torch.channels_last) if channels_last() else m
+
+
 def make_optimizer(params, cfg: TrainConfig):
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(cfg.step_every, 1), gamma=cfg.gamma)
@@ -160,7 +166,7 @@ def fit(params, ctx: Context, step: Callable, cfg: TrainConfig | None = None, de
     move = (lambda t: to_format(t.to(dev))) if cl else (lambda t: t.to(dev))
     if cl:
         for m in modules:
-            m.to(memory_format=torch.channels_last)
+            to_loop_format(m)
     ckpt = Checkpoint.next(ctx, params, modules, {"opt": opt, "sched": sched, "data_order": gen, "ood": ood},
                            extra_state or {},
                            {"desc": desc, "cfg": asdict(cfg), "data": f"{data.name}:{data.split}",

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, jvp, vjp
 
 from bench.pcgrad import cosines, gram, pcgrad_weights, projected_gram
-from bench.train import channels_last, fit
+from bench.train import fit, to_loop_format
 from defenses.base import Defense, register_defense
 
 OBJECTIVES = ("ben", "iso", "ind", "gradnorm")
@@ -162,9 +162,7 @@ class InI(Defense):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.seed * 1000 + 17)
             model = ctx.new_model()
-        if channels_last():   # V's format (fit converts V): a mixed-format VJP/JVP costs 1.2x the step
-            model = model.to(memory_format=torch.channels_last)
-        return Surrogate(model)
+        return Surrogate(to_loop_format(model))   # V's format: mixed-format VJP/JVPs cost 1.2x the step
 
     def fit(self, ctx):
         if ctx.ood_train is None:
