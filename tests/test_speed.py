@@ -313,3 +313,22 @@ def test_published_numbers_match_reference_csv():
     for name, label in [("vanilla", "Vanilla/MAD"), ("am", "AM"), ("edm", "EDM"), ("ini", "InI")]:
         assert rows[("B.1", label, "train_10ep_s_rtx3080")] == speed.PAPER_B1[name][0]
         assert rows[("B.1", label, "train_ratio")] == speed.PAPER_B1[name][1]
+
+
+def test_training_warmup_rounds_are_untimed(monkeypatch):
+    """--warmup N with --train: N untimed rounds on a small set before the timed ones (on CUDA
+    the first fit pays cuDNN autotuning); the rows hold only the timed rounds."""
+    calls = []
+
+    def fake(name, ctx, device):
+        calls.append((name, len(ctx.id_train.x)))
+        return name, {"unit": 1.0}
+
+    monkeypatch.setattr(speed, "fit_once", fake)
+    args = _args("--train", "--repeats", "2", "--train-size", "1000", "--warmup", "1")
+    rows = speed.run_training(args, "cpu", ["vanilla", "ini"])["rows"]
+    small = speed.warmup_size(1000, 128)
+    assert small == 2 * 128 + 1000 % 128 == 360 and speed.warmup_size(100, 128) == 100
+    assert calls == [("vanilla", small), ("ini", small)] + [("vanilla", 1000), ("ini", 1000)] * 2
+    assert all(len(r["seconds_per_round"]) == 2 for r in rows)
+    assert _args("--train").warmup == 0       # CPU default: none
