@@ -9,12 +9,32 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from bench.data import ImageSet
 from bench.timing import time_runs
-from bench.train import Context
+from bench.train import Context, TrainConfig
 
 NUM_CLASSES, SHAPE = 10, (3, 32, 32)  # CIFAR-10, as in the paper
 MAD_KINDS = {"mad": "S", "mad-argmax": "S_argmax"}  # kind -> its search primitive
 PRIM_KEYS = ("M_f", "M_h", "M_f1", "M_b", "M_b_full", "S", "S_argmax")
+
+
+# Random data of the paper's shape: what every speed measurement runs on.
+def random_set(n: int, name: str, seed: int, augment: bool = False) -> ImageSet:
+    """Random CIFAR-10-shaped images and labels (no real data needed for timing)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, *SHAPE, generator=g)
+    y = torch.randint(0, NUM_CLASSES, (n,), generator=g)
+    return ImageSet(name, "random", x, y, NUM_CLASSES, (0.0,) * 3, (1.0,) * 3, augment)
+
+
+def make_context(arch: str, device: str, n: int = 256, epochs: int = 1, seed: int = 0,
+                 progress: bool = False) -> Context:
+    return Context(arch=arch, num_classes=NUM_CLASSES, in_channels=SHAPE[0], input_size=SHAPE[1],
+                   id_train=random_set(n, "random-id", seed, augment=True),
+                   ood_train=random_set(n, "random-ood", seed + 1),
+                   hash_set=random_set(n, "random-hash", seed + 2),
+                   train=TrainConfig(epochs=epochs, batch_size=128), device=device, seed=seed,
+                   progress=progress)
 
 
 def predict(kind: str, impl: str, prim: dict, B: int, C: int, n: int = 5) -> list[tuple]:

@@ -20,7 +20,8 @@ Weights are randomly initialized (nothing is trained for the inference test): se
 depends on the architectures and the serving code, not on trained values. Both the
 paper-style implementations (MAD one query at a time, EDM running all members) and ours
 (batched MAD, routed EDM) are timed, picked through the defenses' own parameters. Rendering:
-bench/speedrender.py; the Table 4 cost model: bench/costmodel.py.
+bench/speedrender.py; the Table 4 cost model: bench/costmodel.py; training (Table B.1):
+bench/speedtrain.py.
 """
 from __future__ import annotations
 
@@ -35,16 +36,15 @@ import torch
 
 from bench import io
 from bench.costmodel import (MAD_KINDS, NUM_CLASSES, PRIM_KEYS, SHAPE,  # noqa: F401  re-exported
-                             measure_primitives, predict)
-from bench.data import ImageSet
+                             make_context, measure_primitives, predict, random_set)
 from bench.registry import DEFENSES, MODELS, UnknownNameError
 from bench.speedrender import (PAPER_B1, PAPER_FIG4_FASTEST_OTHER, PAPER_FIG4_MAD_S,  # noqa: F401
                                PAPER_FIG4_RATIO, TRAIN_NOTE, WEIGHTS_NOTE, _fmt_s, header,
                                render_figure4, render_table4, render_tableB1)
 from bench.timing import Timing, load_reading, load_record, spread, time_once, time_runs
-from bench.train import Context, TrainConfig, seed_everything
+from bench.speedtrain import default_train_defenses, run_training, warmup_size  # noqa: F401
+from bench.train import Context, seed_everything
 
-TRAIN_DEFENSES = ("vanilla", "am", "edm", "ini")
 DEFAULT_REPEATS = {"inference": 5, "train": 3}
 
 # Parameter values that select the paper's serving code or ours.
@@ -100,11 +100,6 @@ def default_defenses() -> list[str]:
     return [n for n in list_defenses() if n not in bases]
 
 
-def default_train_defenses() -> list[str]:
-    import defenses  # noqa: F401  registers every defense module
-    return [n for n in TRAIN_DEFENSES if n in DEFENSES]
-
-
 def parse_defenses(spec: str | None, default: list[str]) -> list[str]:
     """Validated names, Vanilla first (it is every ratio's reference)."""
     import defenses  # noqa: F401  registers every defense module
@@ -118,25 +113,7 @@ def parse_defenses(spec: str | None, default: list[str]) -> list[str]:
     return ["vanilla"] + [n for n in dict.fromkeys(names) if n != "vanilla"]
 
 
-# ------------------------------------------------------------------ context and device
-def random_set(n: int, name: str, seed: int, augment: bool = False) -> ImageSet:
-    """Random CIFAR-10-shaped images and labels (no real data needed for timing)."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, *SHAPE, generator=g)
-    y = torch.randint(0, NUM_CLASSES, (n,), generator=g)
-    return ImageSet(name, "random", x, y, NUM_CLASSES, (0.0,) * 3, (1.0,) * 3, augment)
-
-
-def make_context(arch: str, device: str, n: int = 256, epochs: int = 1, seed: int = 0,
-                 progress: bool = False) -> Context:
-    return Context(arch=arch, num_classes=NUM_CLASSES, in_channels=SHAPE[0], input_size=SHAPE[1],
-                   id_train=random_set(n, "random-id", seed, augment=True),
-                   ood_train=random_set(n, "random-ood", seed + 1),
-                   hash_set=random_set(n, "random-hash", seed + 2),
-                   train=TrainConfig(epochs=epochs, batch_size=128), device=device, seed=seed,
-                   progress=progress)
-
-
+# ------------------------------------------------------------------ device
 def resolve_device(gpu: int | None, device: str | None) -> str:
     n_gpu = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if gpu is not None:
@@ -306,66 +283,6 @@ def cell_rows(result: dict) -> list[dict]:
                                      for t, f in preds],
                      "timing": _pooled(c.timings).summary(), **c.extra,
                      "per_run_s": [round(t, 7) for t in _pooled(c.timings).per_run_s]})
-    return rows
-
-
-# ------------------------------------------------------------------ Table B.1
-def fit_once(name: str, ctx: Context, device: str) -> tuple[str, dict]:
-    """One defense freshly built (seeded) and every trained unit fitted for ctx's epochs:
-    (display name, seconds per unit)."""
-    seed_everything(ctx.seed)
-    d = Variant(name).make()
-    d.build(ctx)
-    units = {}
-    for u in d.units():
-        units[u.name] = units.get(u.name, 0.0) + time_once(lambda u=u: u.fit(ctx), device)
-    return d.display, units
-
-
-def warmup_size(n: int, batch: int) -> int:
-    """Two full batches plus the epoch's last partial batch, if it has one."""
-    return min(n, 2 * batch + n % batch)
-
-
-def run_training(args, device: str, names: list[str]) -> dict:
-    """--repeats interleaved rounds (round r: every defense in order, freshly built)."""
-    ctx = make_context(args.arch, device, n=args.train_size, epochs=args.epochs, seed=args.seed,
-                       progress=not args.quiet)
-    # Untimed warm-up fits on a few batches (both batch shapes of the real epoch): on CUDA the
-    # first fit pays the context start, lazy kernel loading and cuDNN's autotuning, which made
-    # round 1's Vanilla 2-10x the others on an H100.
-    small = make_context(args.arch, device, n=warmup_size(args.train_size, ctx.train.batch_size),
-                         epochs=1, seed=args.seed)
-    for _ in range(args.warmup):
-        for name in names:
-            fit_once(name, small, device)
-    fits, loads = {n: [] for n in names}, []
-    for r in range(args.repeats):
-        if r:
-            loads.append(load_reading())
-        for name in names:
-            fits[name].append(fit_once(name, ctx, device))
-    return {"rows": train_rows(fits), "load_during": loads}
-
-
-def train_rows(fits: dict[str, list]) -> list[dict]:
-    """Per defense: median seconds over rounds, min-max (IQR from 4 rounds), and the ratio to
-    Vanilla taken per round. ``fits``: name -> [(display, {unit: seconds})] per round."""
-    ref = [sum(u.values()) for _, u in fits["vanilla"]]
-    rows = []
-    for name, per in fits.items():
-        secs = [sum(u.values()) for _, u in per]
-        ratios = [s / v for s, v in zip(secs, ref)]
-        s, q = spread(secs), spread(ratios)
-        row = {"defense": name, "label": per[0][0], "seconds": s["median"],
-               "seconds_per_round": secs, "seconds_range": [s["min"], s["max"]],
-               "units_s": {k: statistics.median(u[k] for _, u in per) for k in per[0][1]},
-               "units_s_per_round": [u for _, u in per],
-               "ratio_to_vanilla": q["median"], "ratio_per_round": ratios,
-               "ratio_range": [q["min"], q["max"]]}
-        if len(secs) >= 4:
-            row.update(seconds_iqr=[s["q1"], s["q3"]], ratio_iqr=[q["q1"], q["q3"]])
-        rows.append(row)
     return rows
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import speed
+from bench import speed, speedtrain
 from bench.timing import Timing, load_reading, load_record, spread, time_runs
 from defenses.base import Defense
 
@@ -130,7 +130,7 @@ def test_training_rounds_interleave_defenses(monkeypatch):
         calls.append(name)
         return name.upper(), {"unit": secs[name][calls.count(name) - 1]}
 
-    monkeypatch.setattr(speed, "fit_once", fake)
+    monkeypatch.setattr(speedtrain, "fit_once", fake)
     args = _args("--train", "--repeats", "4", "--train-size", "8")
     rows = {r["defense"]: r for r in speed.run_training(args, "cpu", list(secs))["rows"]}
     assert calls == ["vanilla", "am", "edm", "ini"] * 4
@@ -324,7 +324,7 @@ def test_training_warmup_rounds_are_untimed(monkeypatch):
         calls.append((name, len(ctx.id_train.x)))
         return name, {"unit": 1.0}
 
-    monkeypatch.setattr(speed, "fit_once", fake)
+    monkeypatch.setattr(speedtrain, "fit_once", fake)
     args = _args("--train", "--repeats", "2", "--train-size", "1000", "--warmup", "1")
     rows = speed.run_training(args, "cpu", ["vanilla", "ini"])["rows"]
     small = speed.warmup_size(1000, 128)
