@@ -200,10 +200,14 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(
         prog="python -m bench.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Example: python -m bench.run --matrix smoke --data-root ../shared/data")
-    p.add_argument("--matrix", default="smoke", help="profile: smoke | ci | cpu | full (default smoke)")
+    import attacks  # noqa: F401  registers every attack, for the help text
+    from attacks.base import list_attacks
+    from .profiles import PROFILES
+    p.add_argument("--matrix", default="smoke",
+                   help=f"profile: {' | '.join(PROFILES)} (default smoke)")
     p.add_argument("--datasets", help="comma-separated subset of the profile's data sets")
-    p.add_argument("--defenses", help="comma-separated defenses, e.g. vanilla,ini,ini+mad")
-    p.add_argument("--attacks", help="comma-separated attacks: knockoff,jbda")
+    p.add_argument("--defenses", help="comma-separated defenses (default: the profile's), e.g. vanilla,ini,ini+mad")
+    p.add_argument("--attacks", help=f"comma-separated attacks (default: the profile's): {', '.join(list_attacks())}")
     p.add_argument("--labels", help="comma-separated label modes: soft,hard")
     p.add_argument("--seeds", help="comma-separated integer seeds (default: the profile's)")
     p.add_argument("--budget", type=int, help="query budget: KnockoffNets' budget and JBDA's cap")

@@ -191,3 +191,16 @@ def test_defense_seeds_cut_only_the_named_defenses(tiny_profile):
     cells = runner.plan(p)
     assert {c[4] for c in cells if c[1] == "vanilla"} == {0, 1, 2}
     assert {c[4] for c in cells if c[1] == "ini-iso"} == {0}
+
+
+def test_help_names_every_profile_and_attack(capsys):
+    """--help is generated from the registries, so a new profile or attack shows up in it."""
+    import attacks  # noqa: F401
+    from attacks.base import list_attacks
+
+    from bench.profiles import PROFILES
+    with pytest.raises(SystemExit):
+        runner.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name in list(PROFILES) + list_attacks():
+        assert name in text.replace("- ", "-"), name
