@@ -22,6 +22,7 @@ class Checkpoint:
 
     def __init__(self, path: Path, params, modules, parts: dict, extra: dict, meta: dict, device: str):
         self.path, self.modules, self.device = path, list(modules), device
+        self.seconds = 0.0   # training time of the epochs restored (earlier processes' time)
         self.parts = {name: obj for name, obj in parts.items() if obj is not None}
         self.extra = extra
         for obj in extra.values():
@@ -63,12 +64,14 @@ class Checkpoint:
         if saved["rng"]["cuda"] is not None:
             torch.cuda.set_rng_state(saved["rng"]["cuda"], torch.device(self.device))
         curves.update(copy.deepcopy(saved["curves"]))
+        self.seconds = float(saved.get("seconds", 0.0))
         return saved["epoch"]
 
-    def save(self, epoch: int, curves: dict) -> None:
+    def save(self, epoch: int, curves: dict, seconds: float = 0.0) -> None:
+        """``seconds``: training time of the epochs so far, this process's and restored ones."""
         cuda = torch.device(self.device).type == "cuda"
         save_state(self.path, {
-            "meta": self.meta, "epoch": epoch, "curves": curves,
+            "meta": self.meta, "epoch": epoch, "curves": curves, "seconds": seconds,
             "modules": [m.state_dict() for m in self.modules],
             "loose": [p.detach() for p in self.loose],
             "parts": {name: _get_state(obj) for name, obj in self.parts.items()},

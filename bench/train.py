@@ -54,6 +54,9 @@ class Context:
     # file per call (fit0.pt, fit1.pt, ... in call order); None: no files (bench.victims sets it)
     checkpoint_dir: Path | None = None
     fit_calls: int = 0
+    # training seconds of every fit call on this context, epochs restored from checkpoints
+    # included (their time was spent by an earlier process): a resumed run's true cost
+    fit_seconds: float = 0.0
 
     def begin_checkpoints(self, directory) -> None:
         """Number the coming fit calls from 0 and checkpoint them in ``directory`` (None: off)."""
@@ -172,9 +175,11 @@ def fit(params, ctx: Context, step: Callable, cfg: TrainConfig | None = None, de
                            {"desc": desc, "cfg": asdict(cfg), "data": f"{data.name}:{data.split}",
                             "n": len(data), "with_ood": with_ood})
     start = ckpt.restore(curves) if ckpt else 0
+    seconds = ckpt.seconds if ckpt else 0.0
     if start == cfg.epochs and start > 0:   # finished before: its final state is loaded
         for m in modules:
             m.train()
+        ctx.fit_seconds += seconds
         return curves
     with tqdm(total=n_steps, initial=start * per_epoch, desc=desc, disable=ctx.progress is not True,
               leave=False) as bar:
@@ -198,10 +203,12 @@ def fit(params, ctx: Context, step: Callable, cfg: TrainConfig | None = None, de
             for name, total in sums.items():
                 curves.setdefault(name, []).append(round(float(total) / k, 6))
             sched.step()
+            seconds += time.time() - t0
             if ckpt:
-                ckpt.save(epoch + 1, curves)
+                ckpt.save(epoch + 1, curves, seconds)
             if ctx.progress == "lines":
                 epoch_line(ctx, desc, epoch + 1, cfg.epochs, {n: c[-1] for n, c in curves.items()}, time.time() - t0)
+    ctx.fit_seconds += seconds
     return curves
 
 

@@ -26,7 +26,7 @@ def build_victim(profile, dataset, defense_name, seed, out, data_root=None, devi
     defense = get_defense(defense_name, **defense_params(profile, defense_name, dataset))
     defense.build(ctx)
     defense.to(device)
-    keys, fit_logs = [], {}
+    keys, fit_logs, train_s = [], {}, {}
     for unit in defense.units():
         key = unit_key(profile, dataset, seed, unit)
         keys.append(key)
@@ -41,6 +41,9 @@ def build_victim(profile, dataset, defense_name, seed, out, data_root=None, devi
         log_path = ckpt.with_name("fit_log.json")
         if log_path.exists():
             fit_logs[unit.name] = read_json(log_path)
+        time_path = ckpt.with_name("train_time.json")
+        if time_path.exists():
+            train_s[unit.name] = read_json(time_path)["train_s"]
     defense.eval()
     vkey = victim_key(profile, dataset, defense_name, seed)
     path = victim_record_path(out, dataset, defense_name, seed, vkey)
@@ -51,6 +54,8 @@ def build_victim(profile, dataset, defense_name, seed, out, data_root=None, devi
                 defense.set_knob(k, v)
         return defense, rec
     extra = {"fit_log": fit_logs} if fit_logs else {}
+    if train_s:   # wall_time_s is this process's; a unit resumed or trained earlier cost this
+        extra["train_s"] = train_s
     roles = load_roles(profile, dataset, data_root)
     if profile.tune and getattr(type(defense), "tune_knob", None):
         anchor = None
@@ -98,11 +103,13 @@ def train_unit(unit, ctx, unit_dir, spec: dict, seed: int) -> None:
     write_json(partial / "spec.json", want)
     seed_everything(seed)
     ctx.begin_checkpoints(partial)
+    before = ctx.fit_seconds
     try:
         unit.fit(ctx)
     finally:
         ctx.begin_checkpoints(None)
     write_json(unit_dir / "spec.json", spec)
+    write_json(unit_dir / "train_time.json", {"train_s": round(ctx.fit_seconds - before, 3)})
     if getattr(unit, "fit_log", None):
         write_json(unit_dir / "fit_log.json", unit.fit_log)
     save_state(unit_dir / "state.pt", unit.nets.state_dict())

@@ -280,9 +280,33 @@ def test_build_victim_resumes_a_stopped_unit(real_root, tiny_profile, tmp_path, 
     monkeypatch.undo()
     [unit] = [p.parent for p in (tmp_path / "cut" / "victims").glob("*/partial")]
     assert (unit / "partial" / "fit0.pt").exists() and not (unit / "state.pt").exists()
-    build_victim(tiny_profile, "mnist", "vanilla", 0, tmp_path / "cut", real_root, progress=False)
+    _, rec = build_victim(tiny_profile, "mnist", "vanilla", 0, tmp_path / "cut", real_root, progress=False)
+    assert rec.extra["train_s"] == {"vanilla": json.loads((unit / "train_time.json").read_text())["train_s"]}
     ref = tmp_path / "whole" / "victims" / unit.name
     a, b = load_state(ref / "state.pt"), load_state(unit / "state.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((unit / "fit_log.json").read_text()) == json.loads((ref / "fit_log.json").read_text())
     assert not (unit / "partial").exists()
+
+
+def test_training_time_counts_the_epochs_of_earlier_processes(tmp_path, monkeypatch):
+    """train_time.json holds the unit's training seconds, epochs restored from a checkpoint
+    included: a stopped-and-resumed unit reports what an unstopped one does. A fake clock
+    advances 1 s per reading; an epoch reads it at its start and end: 1 s per epoch."""
+    class Clock:
+        now = 0.0
+
+        @classmethod
+        def time(cls):
+            cls.now += 1.0
+            return cls.now
+    monkeypatch.setattr(T, "time", Clock)
+    train("vanilla", {}, tmp_path / "whole")
+    assert json.loads((tmp_path / "whole/vanilla/train_time.json").read_text()) == {"train_s": EPOCHS}
+    interrupt_at(monkeypatch, 2)
+    with pytest.raises(Interrupted):
+        train("vanilla", {}, tmp_path / "cut")
+    monkeypatch.undo()                         # a new process: the real batches, the same clock
+    monkeypatch.setattr(T, "time", Clock)
+    train("vanilla", {}, tmp_path / "cut")      # epoch 1 restored (1 s), epochs 2-3 run (2 s)
+    assert json.loads((tmp_path / "cut/vanilla/train_time.json").read_text()) == {"train_s": EPOCHS}
