@@ -18,6 +18,7 @@ from pathlib import Path
 
 from . import paper as P
 from . import records as R
+from .claims import render as judge_claims
 from .io import CorruptFileError, write_text
 # the renderer's parts, importable from here as before
 from .figures import budget_curves, curve_points, figure3, figure_d1, find_cosines, training_curves  # noqa: F401
@@ -31,7 +32,7 @@ END = "<!-- END GENERATED -->"
 
 
 # ------------------------------------------------------------------ README
-def readme_block(profile, profile_name, records, sections, missing, noise=()) -> str:
+def readme_block(profile, profile_name, records, sections, missing, noise=(), claims=()) -> str:
     cells = [r for r in records if r.kind == "cell"]
     victims = [r for r in records if r.kind == "victim"]
     failed = [r for r in cells if r.status != "ok"]
@@ -60,6 +61,10 @@ def readme_block(profile, profile_name, records, sections, missing, noise=()) ->
                       "sample and the clone): a defense's effect smaller than this is not resolved by one "
                       "seed. The clone tables test each defense against Vanilla over seeds (Welch)."), ""]
         lines += [f"- {n}" for n in noise]
+    if claims:
+        lines += ["", "## The paper's claims, judged from these records", "",
+                  "Welch's 95% intervals over seeds; the rules and every comparison: "
+                  "[claims.md](claims.md) (`bench/claims.py`).", ""] + list(claims)
     lines += ["", "## Tables and figures", ""]
     for title, files in sections:
         links = " · ".join(f"[{Path(f).suffix.lstrip('.') or f}]({f})" for f in files)
@@ -133,6 +138,12 @@ def render(results_dir, out, profile_name=None, speed_dir=None, paper_csv=None, 
     sections, missing = [], []
     for t in paper_tables(stats, paper, getattr(profile, "arch", None), clone_metric):
         sections.append((t.title, t.write(out)))
+    claim_lines = []
+    for arch in sorted({k[0] for k in stats}):
+        md, summary = judge_claims(stats, arch)
+        name = "claims.md" if len({k[0] for k in stats}) == 1 else f"claims_{arch}.md"
+        write_text(out / name, md + "\n")
+        claim_lines += summary
     curves, curve_png = budget_curves(records, out)
     if curves:
         sections.append((curves.title, curves.write(out) + curve_png))
@@ -168,7 +179,7 @@ def render(results_dir, out, profile_name=None, speed_dir=None, paper_csv=None, 
     old = readme.read_text() if readme.exists() else None
     write_text(readme, merge_readme(old, readme_block(described_profile(results_dir, profile_name),
                                                       profile_name, records, sections, missing,
-                                                      noise_floor(stats))))
+                                                      noise_floor(stats), claim_lines)))
     return readme
 
 

@@ -15,7 +15,7 @@ from bench import report
 
 GOLDEN = Path(__file__).parent / "golden"
 GOLDEN_FILES = ["table1.md", "table2.md", "table3.md", "table5.md", "budget_curves.md",
-                "figure3.md", "table2.csv", "README.md"]
+                "figure3.md", "table2.csv", "README.md", "claims.md"]
 
 
 @pytest.fixture(scope="module")
