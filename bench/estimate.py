@@ -72,12 +72,12 @@ def estimate(profile) -> dict:
         victims += sum(serve.values()) * 20 * TEST_IMAGES * img / 3     # tuning grids and benign accuracy
         attacks = 0.0
         for name, f in serve.items():
-            for a, params in profile.attacks.items():
-                attacks += len(profile.labels) * attack_cost(a, params, f, img)
+            for a in profile.attacks_for(name):
+                attacks += len(profile.labels) * attack_cost(a, profile.attacks[a], f, img)
         seeds = len(profile.seeds)
         out[ds] = {"victims_h": seeds * victims / 3600, "attacks_h": seeds * attacks / 3600,
                    "total_h": seeds * (victims + attacks) / 3600, "units": len(units) * seeds,
-                   "cells": len(serve) * len(profile.attacks) * len(profile.labels) * seeds}
+                   "cells": sum(len(profile.attacks_for(n)) for n in serve) * len(profile.labels) * seeds}
     return out
 
 

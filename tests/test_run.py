@@ -204,3 +204,16 @@ def test_help_names_every_profile_and_attack(capsys):
     text = " ".join(capsys.readouterr().out.split())
     for name in list(PROFILES) + list_attacks():
         assert name in text.replace("- ", "-"), name
+
+
+def test_attack_defenses_keep_a_costly_attack_to_some_defenses():
+    """A profile's attack_defenses limits an attack to the defenses listed; others attack all."""
+    from bench.profiles import get_profile
+    p = replace(get_profile("smoke"), defenses=("vanilla", "mad", "ini"), attacks={"knockoff": {}, "jbda": {}},
+                attack_defenses={"jbda": ("vanilla",)}, extra_defenses={}, defense_seeds={})
+    cells = runner.plan(p)
+    assert {c[1] for c in cells if c[2] == "jbda"} == {"vanilla"}
+    assert {c[1] for c in cells if c[2] == "knockoff"} == {"vanilla", "mad", "ini"}
+    ext = runner.plan(get_profile("cpu-extended"))
+    assert {c[1] for c in ext if c[2] == "dfme"} == {"vanilla", "ini", "prada"}
+    assert {c[1] for c in ext if c[2] == "adaptive"} >= {"mad", "am", "dcp", "grad2"}
