@@ -46,6 +46,7 @@ from bench.speedtrain import default_train_defenses, run_training, warmup_size  
 from bench.train import Context, seed_everything
 
 DEFAULT_REPEATS = {"inference": 5, "train": 3}
+DEFAULT_CELL_BUDGET = 30.0   # seconds per cell and round
 
 # Parameter values that select the paper's serving code or ours.
 VARIANT_PARAMS = {
@@ -302,8 +303,10 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, help="interleaved rounds (default 5; with --train 3)")
     p.add_argument("--warmup", type=int, help="untimed calls first (default 10 on CUDA, 2 on CPU); with --train: "
                    "untimed warm-up rounds on a few batches (default 1 on CUDA, 0 on CPU)")
-    p.add_argument("--cell-budget", type=float, default=0.0,
-                   help="seconds per cell and round; slower cells time fewer runs and extrapolate (0: off)")
+    p.add_argument("--cell-budget", type=float, default=DEFAULT_CELL_BUDGET,
+                   help=f"seconds per cell and round; slower cells time fewer runs and extrapolate, "
+                   f"marked * (default {DEFAULT_CELL_BUDGET:g}: 2,000 runs of MAD-argmax's per-query "
+                   "reference at B=128 take 10 hours on an H100; 0: off, every run timed)")
     p.add_argument("--train", action="store_true", help="time training instead (Table B.1)")
     p.add_argument("--epochs", type=int, help="--train epochs (default 1 on CPU, 10 on CUDA)")
     p.add_argument("--train-size", type=int, help="--train: random images per set "

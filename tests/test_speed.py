@@ -332,3 +332,10 @@ def test_training_warmup_rounds_are_untimed(monkeypatch):
     assert calls == [("vanilla", small), ("ini", small)] + [("vanilla", 1000), ("ini", 1000)] * 2
     assert all(len(r["seconds_per_round"]) == 2 for r in rows)
     assert _args("--train").warmup == 0       # CPU default: none
+
+
+def test_default_cell_budget_bounds_a_round():
+    """The default run must end: with no budget, the slowest paper-style cell (MAD-argmax's
+    per-query loop, 17.9 s per batch of 128 on an H100) would time 2,000 runs per round."""
+    assert speed.parse_args([]).cell_budget == speed.DEFAULT_CELL_BUDGET > 0
+    assert speed.parse_args(["--cell-budget", "0"]).cell_budget == 0
