@@ -20,6 +20,7 @@ from . import paper as P
 from . import records as R
 from .claims import render as judge_claims
 from .io import CorruptFileError, write_text
+from .runcost import table_run_cost
 # the renderer's parts, importable from here as before
 from .figures import budget_curves, curve_points, figure3, figure_d1, find_cosines, training_curves  # noqa: F401
 from .speedtables import load_speed, speed_tables, table4, table_b1  # noqa: F401
@@ -159,6 +160,9 @@ def render(results_dir, out, profile_name=None, speed_dir=None, paper_csv=None, 
     ans = table_answers(records)
     if ans:
         sections.append((ans.title, ans.write(out)))
+    cost = table_run_cost(records)
+    if cost:
+        sections.append((cost.title, cost.write(out)))
     det = table_detection(records)
     if det:
         sections.append((det.title, det.write(out)))

@@ -271,3 +271,22 @@ def test_clone_tables_test_each_defense_against_vanilla_over_seeds(tmp_path):
     assert float(got["vs_p"]) == pytest.approx(res.pvalue, rel=1e-3)
     assert float(got["vs_diff"]) - float(got["vs_half_ci95"]) == pytest.approx(lo, rel=1e-3)
     assert float(got["vs_diff"]) + float(got["vs_half_ci95"]) == pytest.approx(hi, rel=1e-3)
+
+
+def test_run_cost_table_from_victims_training_seconds():
+    """Training cost of the run's own victims: per-seed ratios to that seed's Vanilla (made-up
+    seconds); victims without extra.train_s (older records) are left out, and with none the
+    table is absent."""
+    from bench.runcost import table_run_cost
+    recs = [S.victim("mnist", "vanilla", 98.0, 0, extra={"train_s": {"vanilla": 10.0}}),
+            S.victim("mnist", "vanilla", 98.0, 1, extra={"train_s": {"vanilla": 12.0}}),
+            S.victim("mnist", "ini", 96.0, 0, extra={"train_s": {"ini": 80.0}}),
+            S.victim("mnist", "ini", 96.0, 1, extra={"train_s": {"ini": 108.0}}),
+            S.victim("mnist", "am", 96.0, 0, extra={"train_s": {"am-defender": 30.0, "am-mis": 20.0}}),
+            S.victim("mnist", "mad", 97.0, 0)]
+    t = table_run_cost(recs)
+    rows = {r[2]: r for r in t.rows}
+    assert set(rows) == {"Vanilla", "InI", "AM"}
+    assert rows["InI"][3:] == [2, "94 (80-108)", "8.50x (8.00x-9.00x)"]
+    assert rows["AM"][3:] == [1, "50", "5.00x"]          # units summed
+    assert table_run_cost([S.victim("mnist", "vanilla", 98.0)]) is None
