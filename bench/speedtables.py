@@ -6,6 +6,7 @@ from pathlib import Path
 
 from . import paper as P
 from .io import CorruptFileError
+from .speedrender import protocol_lines
 from .tables import MISSING, TIMES, Table, _csv_num, _ordered, fmt_num, with_rel
 
 # ------------------------------------------------------------------ speed (Table 4, B.1, Figure 4)
@@ -56,11 +57,13 @@ def _secs(v) -> str:
 
 
 def protocol_notes(rec: dict, dev: str, md: str) -> list[str]:
-    """How many interleaved rounds the medians come from, and a warning for a loaded host."""
+    """How many interleaved rounds the medians come from, whether the run fell short of the
+    protocol, and a warning for a loaded host."""
     notes = []
     if rec.get("repeats"):
         notes.append(f"Medians over {rec['repeats']} interleaved rounds (ratios to Vanilla taken "
                      f"per round); their spread is in `results/speed/{dev}/{md}`.")
+    notes += [line.removeprefix("- ") for line in protocol_lines(rec)]
     if rec.get("loaded"):
         notes.append("WARNING: LOADED RUN: the host's load average exceeded its cores while "
                      "timing; these numbers are unreliable.")

@@ -290,3 +290,12 @@ def test_run_cost_table_from_victims_training_seconds():
     assert rows["InI"][3:] == [2, "94 (80-108)", "8.50x (8.00x-9.00x)"]
     assert rows["AM"][3:] == [1, "50", "5.00x"]          # units summed
     assert table_run_cost([S.victim("mnist", "vanilla", 98.0)]) is None
+
+
+def test_speed_tables_say_when_a_run_fell_short_of_the_protocol():
+    """A speed record with fewer rounds than the protocol (as results/speed/gpu's 3) is labelled
+    in the report's notes too, not only in bench.speed's own table."""
+    from bench.speedtables import protocol_notes
+    short = protocol_notes({"kind": "speed-inference", "repeats": 3}, "gpu", "table4.md")
+    assert any(n.startswith("**Below the protocol**: 3 repeat(s)") for n in short)
+    assert not any("Below" in n for n in protocol_notes({"kind": "speed-inference", "repeats": 5}, "gpu", "table4.md"))
