@@ -96,7 +96,7 @@ def seed_set(attack, train):
 def plan(profile: Profile) -> list[tuple]:
     """Every cell of a profile as (dataset, defense, attack, label, seed)."""
     return [(ds, df, at, lb, sd) for ds in profile.roles for df in profile.defenses_for(ds)
-            for at in profile.attacks_for(df) for lb in profile.labels for sd in profile.seeds_for(df)]
+            for at in profile.attacks_for(df) for lb in profile.labels_for(at) for sd in profile.seeds_for(df)]
 
 
 def cached_cell(profile, out, cell) -> R.CellRecord | None:

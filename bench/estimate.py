@@ -73,11 +73,11 @@ def estimate(profile) -> dict:
         attacks = 0.0
         for name, f in serve.items():
             for a in profile.attacks_for(name):
-                attacks += len(profile.labels) * attack_cost(a, profile.attacks[a], f, img)
+                attacks += len(profile.labels_for(a)) * attack_cost(a, profile.attacks[a], f, img)
         seeds = len(profile.seeds)
         out[ds] = {"victims_h": seeds * victims / 3600, "attacks_h": seeds * attacks / 3600,
                    "total_h": seeds * (victims + attacks) / 3600, "units": len(units) * seeds,
-                   "cells": sum(len(profile.attacks_for(n)) for n in serve) * len(profile.labels) * seeds}
+                   "cells": seeds * sum(len(profile.labels_for(a)) for n in serve for a in profile.attacks_for(n))}
     return out
 
 
