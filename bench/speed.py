@@ -174,6 +174,8 @@ def time_served(d, B: int, runs: int, warmup: int, device: str, desc: str, progr
     x = torch.randn(B, *SHAPE, device=device) if x is None else x
     first = time_once(lambda: d(x), device)  # also the first warm-up call
     if cell_budget > 0:
+        if first >= cell_budget:   # one call fills the budget: it is the timed run (a call this
+            return Timing(runs=1, warmup=0, total_s=first, per_run_s=[first])   # long dwarfs warm-up)
         runs = max(1, min(runs, int(cell_budget // max(first, 1e-9))))
         warmup = min(warmup, int(cell_budget / 4 // max(first, 1e-9)))
     return time_runs(lambda: d(x), runs, max(warmup - 1, 0), device, desc, progress)

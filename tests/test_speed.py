@@ -80,6 +80,11 @@ def test_time_served_runs_and_cell_budget():
     t = speed.time_served(d, 2, runs=10 ** 6, warmup=0, device="cpu", desc="", progress=False,
                           cell_budget=1e-3)
     assert 1 <= t.runs < 10 ** 6
+    # a call longer than the whole budget is timed once: that first call is the run
+    before = _StubDefense.calls
+    t = speed.time_served(d, 2, runs=10 ** 6, warmup=5, device="cpu", desc="", progress=False,
+                          cell_budget=1e-12)
+    assert t.runs == 1 and t.warmup == 0 and _StubDefense.calls == before + 1 and t.total_s > 0
 
 
 def test_variants_label_paper_style_and_ours():
