@@ -20,12 +20,13 @@ from . import paper as P
 from . import records as R
 from .claims import render as judge_claims
 from .io import CorruptFileError, write_text
+from .beyond import table_adaptive, table_answers, table_detection  # noqa: F401
 from .runcost import table_run_cost
 # the renderer's parts, importable from here as before
 from .figures import budget_curves, curve_points, figure3, figure_d1, find_cosines, training_curves  # noqa: F401
 from .speedtables import load_speed, speed_tables, table4, table_b1  # noqa: F401
 from .tables import (CLONE_METRICS, FAILED, MISSING, Col, Row, Stat, Table, collect, fmt_stat,  # noqa: F401
-                     grid, noise_floor, paper_tables, table_ablation, table_attack, table_answers, table_benign, table_detection,
+                     grid, noise_floor, paper_tables, table_ablation, table_attack, table_benign,
                      use_clone_metric)
 
 BEGIN = "<!-- BEGIN GENERATED (bench.report; edits inside are overwritten) -->"
@@ -163,9 +164,9 @@ def render(results_dir, out, profile_name=None, speed_dir=None, paper_csv=None, 
     cost = table_run_cost(records)
     if cost:
         sections.append((cost.title, cost.write(out)))
-    det = table_detection(records)
-    if det:
-        sections.append((det.title, det.write(out)))
+    for beyond in (table_adaptive(records), table_detection(records)):
+        if beyond:
+            sections.append((beyond.title, beyond.write(out)))
     d1 = figure_d1(records, out)
     if d1:
         sections.append(("Figure D.1: t-SNE of ID and OOD features (Vanilla vs InI)", d1))

@@ -14,6 +14,7 @@ from collections import defaultdict
 
 from . import paper as P
 from .tables import Table, _csv_num
+from .timing import spread
 
 
 def victim_seconds(records) -> dict:
@@ -30,8 +31,9 @@ def _spread(values, fmt="{:.0f}") -> str:
     """'median (min-max)' of the seeds' values; the median alone for one seed."""
     if not values:
         return "—"
-    med = fmt.format(statistics.median(values))
-    return med if len(values) == 1 else f"{med} ({fmt.format(min(values))}-{fmt.format(max(values))})"
+    sp = spread(values)
+    med = fmt.format(sp["median"])
+    return med if sp["n"] == 1 else f"{med} ({fmt.format(sp['min'])}-{fmt.format(sp['max'])})"
 
 
 def table_run_cost(records) -> Table | None:

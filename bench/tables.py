@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-from collections import defaultdict
 import statistics
 import sys
 from dataclasses import dataclass, field, replace
@@ -415,60 +414,3 @@ def paper_tables(stats, paper, profile_arch=None, clone_metric="final") -> list[
                    table_attack(stats, paper, "vgg16", "tableE2", "E.2", "knockoff", cm),
                    table_attack(stats, paper, "vgg16", "tableE3", "E.3", "jbda", cm)]
     return tables
-
-
-def table_detection(records) -> Table | None:
-    """Stream detectors (PRADA): per attack, how many seeds' accounts were refused, after how
-    many answered queries, the clone accuracy then; and each victim's benign false-positive rate."""
-    watched = {v.key for v in records if v.kind == "victim" and "benign_fpr" in v.extra}
-    cells = [r for r in records if r.kind == "cell" and r.status == "ok" and r.victim_key in watched]
-    if not cells:
-        return None
-    fpr = defaultdict(list)
-    for v in records:
-        if v.kind == "victim" and "benign_fpr" in v.extra:
-            fpr[(v.dataset, v.defense)].append(100 * v.extra["benign_fpr"]["fpr"])
-    groups = defaultdict(list)
-    for c in cells:
-        groups[(c.dataset, c.defense, c.attack, c.label)].append(c)
-    rows, tidy = [], []
-    for (ds, d, a, lb), cs in sorted(groups.items()):
-        hit = [c for c in cs if c.detected_at is not None]
-        at = Stat.of([float(c.detected_at) for c in hit])
-        acc = Stat.of([c.clone_acc for c in hit if c.clone_acc is not None])
-        f = Stat.of(fpr[(ds, d)])
-        rows.append([P.dataset_label(ds), P.defense_label(d), P.ATTACKS.get(a, a), lb, f"{len(hit)}/{len(cs)}",
-                     fmt_stat(at, 0), fmt_stat(acc, 2), str(cs[0].budget or ""), fmt_stat(f, 1)])
-        tidy.append({"dataset": ds, "defense": d, "attack": a, "label": lb, "seeds": len(cs),
-                     "detected": len(hit), "answered_before_detection": _csv_num(at.mean),
-                     "clone_acc_at_detection": _csv_num(acc.mean),
-                     "budget": cs[0].budget, "benign_fpr_pct": _csv_num(f.mean)})
-    return Table("detection", "Query-stream detection: queries answered before the account was refused",
-                 ["Dataset", "Defense", "Attack", "label", "refused (seeds)", "answered before refusal",
-                  "clone acc then", "budget", "benign FPR %"], rows, tidy,
-                 ["A refused attack is scored by its last checkpointed clone (none: no clone yet). Benign "
-                  "FPR: share of 10 honest accounts (2,000 test images each, random order) the detector "
-                  "flagged, per victim; mean ± std over seeds."])
-
-
-def table_answers(records) -> Table | None:
-    """What each victim serves on its ID test set and on the attacker's queries (mean over seeds)."""
-    groups = defaultdict(list)
-    for v in records:
-        if v.kind == "victim" and isinstance(v.extra.get("answer_stats"), dict):
-            groups[(v.arch, v.dataset, v.defense)].append(v.extra["answer_stats"])
-    if not groups:
-        return None
-    keys = [("id_test", "entropy"), ("id_test", "max_prob"), ("queries", "entropy"), ("queries", "max_prob"),
-            ("queries", "top_class_share")]
-    rows, tidy = [], []
-    for (arch, ds, d), stats in sorted(groups.items(), key=lambda kv: (kv[0][1], P.defense_rank(kv[0][2]))):
-        vals = {k: Stat.of([s.get(k[0], {}).get(k[1]) for s in stats]) for k in keys}
-        rows.append([P.dataset_label(ds), P.defense_label(d), len(stats)] + [fmt_stat(vals[k], 3) for k in keys])
-        tidy.append({"arch": arch, "dataset": ds, "defense": d, "seeds": len(stats),
-                     **{f"{a}_{b}": _csv_num(vals[(a, b)].mean) for a, b in keys}})
-    return Table("answers", "Served answers on ID test images and on the attacker's queries",
-                 ["Dataset", "Defense", "seeds", "ID entropy", "ID max p", "query entropy", "query max p",
-                  "query top-class share"], rows, tidy,
-                 ["Entropy in nats (uniform over 10 classes: 2.303); max p = mean top-1 probability; "
-                  "top-class share = how many queries get the most frequent top-1 class. 2,000 queries."])

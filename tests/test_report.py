@@ -212,12 +212,37 @@ def test_detection_table_counts_refusals_and_shows_benign_fpr(tmp_path):
     for c in cells:
         c.victim_key, c.budget = f"v{c.seed}", 9450
     cells[0].detected_at = 150
-    from bench.tables import table_detection
+    from bench.beyond import table_detection
     t = table_detection(v + cells + [S.cell("mnist", "vanilla", "jbda", "soft", 80.0, 98.0)])
     (row,) = t.tidy
     assert row["detected"] == 1 and row["seeds"] == 2 and float(row["answered_before_detection"]) == 150
     assert float(row["clone_acc_at_detection"]) == 40.0 and float(row["benign_fpr_pct"]) == 5.0
     assert table_detection([S.cell("mnist", "vanilla", "jbda", "soft", 80.0, 98.0)]) is None
+
+
+def test_adaptive_table_measures_recovery_against_knockoff_on_the_same_defense(tmp_path):
+    """Synthetic records, 3 seeds: Vanilla's clone ~98, MAD's ~88 (a 10-point cut), the adaptive
+    attacker on MAD ~93 (half of it back); AM's adaptive cell fell back to KnockoffNets."""
+    recs = []
+    for s in (0, 1, 2):
+        jitter = (-0.5, 0.0, 0.5)[s]
+        recs += [S.cell("mnist", "vanilla", "knockoff", "soft", 98.0 + jitter, 99.0, seed=s),
+                 S.cell("mnist", "mad", "knockoff", "soft", 88.0 - jitter, 99.0, seed=s),
+                 S.cell("mnist", "mad", "adaptive", "soft", 93.0 + jitter, 99.0, seed=s),
+                 S.cell("mnist", "am", "knockoff", "soft", 80.0 + jitter, 99.0, seed=s)]
+        fallback = S.cell("mnist", "am", "adaptive", "soft", 80.0, 99.0, seed=s)
+        fallback.attack_log = {"fallback": "KnockoffNets on the raw answers"}
+        recs.append(fallback)
+    from bench.beyond import table_adaptive
+    t = table_adaptive(recs)
+    rows = {r["defense"]: r for r in t.tidy}
+    assert set(rows) == {"mad", "am"}
+    mad = rows["mad"]
+    assert float(mad["cut"]) == 10.0 and float(mad["recovered"]) == 5.0
+    assert float(mad["share_recovered_pct"]) == 50.0 and float(mad["recovered_p"]) < 0.05
+    assert rows["am"]["fallback"] and not mad["fallback"]
+    assert "*" in t.markdown() and "cannot rebuild" in t.markdown()
+    assert table_adaptive([r for r in recs if r.attack != "adaptive"]) is None
 
 
 def test_readme_deviations_come_from_the_run_that_made_the_records(tmp_path):
@@ -236,7 +261,7 @@ def test_answers_table_means_over_seeds(tmp_path):
     st = lambda e: {"id_test": {"entropy": 0.1, "max_prob": 0.95}, "queries": {"entropy": e, "max_prob": 0.5,
                                                                                "top_class_share": 0.3}}
     recs = [S.victim("mnist", "ini", 98.0, seed=s, extra={"answer_stats": st(1.0 + s)}) for s in (0, 1)]
-    from bench.tables import table_answers
+    from bench.beyond import table_answers
     (row,) = table_answers(recs + [S.victim("mnist", "vanilla", 99.0)]).tidy
     assert row["seeds"] == 2 and float(row["queries_entropy"]) == 1.5 and float(row["id_test_max_prob"]) == 0.95
     assert table_answers([S.victim("mnist", "vanilla", 99.0)]) is None

@@ -216,8 +216,10 @@ def test_attack_defenses_keep_a_costly_attack_to_some_defenses():
     assert {c[1] for c in cells if c[2] == "knockoff"} == {"vanilla", "mad", "ini"}
     ext = runner.plan(get_profile("cpu-extended"))
     assert {c[1] for c in ext if c[2] == "dfme"} == {"vanilla", "ini", "prada"}
-    assert {c[1] for c in ext if c[2] == "adaptive"} >= {"mad", "am", "dcp", "grad2"}
-    assert {c[3] for c in ext if c[2] in ("dfme", "random-noise")} == {"soft"}
-    assert {c[3] for c in ext if c[2] == "knockoff"} == {"soft", "hard"}
+    assert {c[1] for c in ext if c[2] == "adaptive"} == {"mad", "am", "dcp", "reverse-sigmoid", "gaussian-noise",
+                                                         "grad2"}
+    assert {c[3] for c in ext} == {"soft"} and {c[0] for c in ext} == {"mnist"}
+    assert {c[1] for c in ext if c[2] == "knockoff"} >= {"vanilla", "ini", "prada", "ini-adv"}
+    assert {c[4] for c in ext if c[1] == "ini-adv"} == {0}
     only_hard = replace(p, labels=("hard",), attack_labels={"jbda": ("soft",)})
     assert not [c for c in runner.plan(only_hard) if c[2] == "jbda"]   # --labels hard: none left
