@@ -54,6 +54,52 @@ def table_adaptive(records) -> Table | None:
                   f"shown where the defense cut anything ({MISSING} otherwise)."])
 
 
+PAPER_ATTACKS = ("knockoff", "jbda")
+ATTACK_ORDER = ("knockoff", "jbda", "adaptive", "copycat", "activethief", "art-knockoff", "dfme", "random-noise")
+ATTACK_LABELS = {**P.ATTACKS, "adaptive": "adaptive", "copycat": "CopycatCNN", "activethief": "ActiveThief",
+                 "art-knockoff": "ART's KnockoffNets", "dfme": "DFME", "random-noise": "random noise"}
+
+
+def table_attacks(stats) -> Table | None:
+    """Every attack against every defense it ran on, where an attack beyond the paper's two ran:
+    clone accuracy (relative) over seeds, and a line against Vanilla under the same attack."""
+    groups = defaultdict(set)
+    for (arch, ds, d, a, lb, m) in stats:
+        if a and m == "clone_acc":
+            groups[(arch, ds, lb)].add((d, a))
+    groups = {k: v for k, v in groups.items() if any(a not in PAPER_ATTACKS for _, a in v)}
+    if not groups:
+        return None
+    attacks = sorted({a for v in groups.values() for _, a in v},
+                     key=lambda a: (ATTACK_ORDER + (a,)).index(a))
+    rows, tidy = [], []
+    for (arch, ds, lb), pairs in sorted(groups.items()):
+        for d in sorted({d for d, _ in pairs}, key=lambda d: (P.defense_rank(d), d)):
+            line, vs_line = [P.dataset_label(ds), P.defense_label(d), lb], ["", "", ""]
+            for a in attacks:
+                st = stats.get((arch, ds, d, a, lb, "clone_acc"))
+                rel = stats.get((arch, ds, d, a, lb, "relative"))
+                vs = vs_test(st, stats.get((arch, ds, "vanilla", a, lb, "clone_acc"))) if d != "vanilla" else (None,) * 3
+                acc = fmt_stat(st)
+                line.append(acc if acc == MISSING or not rel or rel.mean is None else f"{acc} ({rel.mean:.2f}×)")
+                vs_line.append(fmt_vs(*vs))
+                if st:
+                    tidy.append({"arch": arch, "dataset": ds, "defense": d, "attack": a, "label": lb,
+                                 "clone_acc": _csv_num(st.mean), "clone_acc_std": _csv_num(st.std), "seeds": st.n,
+                                 "vs_vanilla": _csv_num(vs[0]), "vs_half_ci95": _csv_num(vs[1]),
+                                 "vs_p": "" if vs[2] is None else f"{vs[2]:.4g}"})
+            rows.append(line)
+            if any(v != MISSING for v in vs_line[3:]):
+                rows.append(["", "Δ vs Vanilla", ""] + vs_line[3:])
+    return Table("attacks", "Every attack against every defense it ran on (clone accuracy, relative performance)",
+                 ["Dataset", "Defense", "label"] + [ATTACK_LABELS.get(a, a) for a in attacks], rows, tidy,
+                 ["Clone accuracy in % on the ID test set, mean ± std over seeds (relative = clone / benign). "
+                  "Δ vs Vanilla: the same attack on the Vanilla victim, Welch's 95% interval over seeds, * where "
+                  f"p < 0.05. {MISSING}: the profile does not run that attack on that defense (`attack_defenses`). "
+                  "Random noise: DFME's baseline (i.i.d. uniform-pixel queries, DFME's budget); adaptive: see its own "
+                  "table."])
+
+
 def table_detection(records) -> Table | None:
     """Stream detectors (PRADA): per attack, how many seeds' accounts were refused, after how
     many answered queries, the clone accuracy then; and each victim's benign false-positive rate."""
@@ -74,7 +120,7 @@ def table_detection(records) -> Table | None:
         at = Stat.of([float(c.detected_at) for c in hit])
         acc = Stat.of([c.clone_acc for c in hit if c.clone_acc is not None])
         f = Stat.of(fpr[(ds, d)])
-        rows.append([P.dataset_label(ds), P.defense_label(d), P.ATTACKS.get(a, a), lb, f"{len(hit)}/{len(cs)}",
+        rows.append([P.dataset_label(ds), P.defense_label(d), ATTACK_LABELS.get(a, a), lb, f"{len(hit)}/{len(cs)}",
                      fmt_stat(at, 0), fmt_stat(acc, 2), str(cs[0].budget or ""), fmt_stat(f, 1)])
         tidy.append({"dataset": ds, "defense": d, "attack": a, "label": lb, "seeds": len(cs),
                      "detected": len(hit), "answered_before_detection": _csv_num(at.mean),

@@ -20,7 +20,7 @@ from . import paper as P
 from . import records as R
 from .claims import render as judge_claims
 from .io import CorruptFileError, write_text
-from .beyond import table_adaptive, table_answers, table_detection  # noqa: F401
+from .beyond import table_adaptive, table_answers, table_attacks, table_detection  # noqa: F401
 from .runcost import table_run_cost
 # the renderer's parts, importable from here as before
 from .figures import budget_curves, curve_points, figure3, figure_d1, find_cosines, training_curves  # noqa: F401
@@ -122,6 +122,32 @@ def get_profile(name):
         return None
 
 
+def plan_keys(profile) -> set:
+    """The cache keys of every victim and cell the profile's plan names."""
+    from .cells import plan
+    from .keys import cell_key, victim_key
+    out = set()
+    for ds, d, a, lb, seed in plan(profile):
+        out |= {victim_key(profile, ds, d, seed), cell_key(profile, ds, d, a, lb, seed)}
+    return out
+
+
+def select_records(records, profile_name, profile) -> list:
+    """The profile's records, and those another profile made that this one's plan names by key:
+    cpu-extended reuses the cpu run's victims and cells from the cache, whose records say "cpu"."""
+    others = [r for r in records if r.profile != profile_name]
+    shared = plan_keys(profile) if others and profile is not None else set()
+    borrowed = [r for r in others if r.key in shared]
+    skipped = len(others) - len(borrowed)
+    if borrowed:
+        print(f"note: {len(borrowed)} records made by other profiles are this one's by key "
+              f"({', '.join(sorted({r.profile for r in borrowed}))})", file=sys.stderr)
+    if skipped:
+        print(f"note: skipping {skipped} records of other profiles "
+              f"({', '.join(sorted({r.profile for r in others if r.key not in shared}))})", file=sys.stderr)
+    return [r for r in records if r.profile == profile_name or r.key in shared]
+
+
 def render(results_dir, out, profile_name=None, speed_dir=None, paper_csv=None, clone_metric="final") -> Path:
     """Render every table and figure into ``out``; returns the README path."""
     results_dir, out = Path(results_dir), Path(out)
@@ -129,12 +155,8 @@ def render(results_dir, out, profile_name=None, speed_dir=None, paper_csv=None, 
     records = R.load_all(results_dir)
     profiles = sorted({r.profile for r in records})
     profile_name = profile_name or (profiles[0] if len(profiles) == 1 else results_dir.name)
-    others = [r for r in records if r.profile != profile_name]
-    if others:
-        print(f"note: skipping {len(others)} records of other profiles "
-              f"({', '.join(sorted({r.profile for r in others}))})", file=sys.stderr)
-    records = [r for r in records if r.profile == profile_name]
     profile = get_profile(profile_name)
+    records = select_records(records, profile_name, profile)
     paper = P.load_paper(paper_csv)
     stats = collect(use_clone_metric(records, clone_metric))
     sections, missing = [], []
@@ -164,7 +186,7 @@ def render(results_dir, out, profile_name=None, speed_dir=None, paper_csv=None, 
     cost = table_run_cost(records)
     if cost:
         sections.append((cost.title, cost.write(out)))
-    for beyond in (table_adaptive(records), table_detection(records)):
+    for beyond in (table_attacks(stats), table_adaptive(records), table_detection(records)):
         if beyond:
             sections.append((beyond.title, beyond.write(out)))
     d1 = figure_d1(records, out)

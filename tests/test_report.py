@@ -245,6 +245,40 @@ def test_adaptive_table_measures_recovery_against_knockoff_on_the_same_defense(t
     assert table_adaptive([r for r in recs if r.attack != "adaptive"]) is None
 
 
+def test_attacks_table_puts_every_attack_beside_vanilla_under_the_same_attack():
+    """Synthetic records, 3 seeds: CopycatCNN on InI 10 points below on Vanilla (significant);
+    KnockoffNets rides along; a profile with only the paper's attacks gets no such table."""
+    from bench.beyond import table_attacks
+    from bench.tables import collect
+    recs = []
+    for s, j in zip((0, 1, 2), (-0.5, 0.0, 0.5)):
+        recs += [S.cell("mnist", "vanilla", "copycat", "soft", 95.0 + j, 99.0, seed=s),
+                 S.cell("mnist", "ini", "copycat", "soft", 85.0 - j, 98.0, seed=s),
+                 S.cell("mnist", "vanilla", "knockoff", "soft", 97.0 + j, 99.0, seed=s)]
+    t = table_attacks(collect(recs))
+    row = {(r["defense"], r["attack"]): r for r in t.tidy}
+    assert float(row[("ini", "copycat")]["vs_vanilla"]) == -10.0 and float(row[("ini", "copycat")]["vs_p"]) < 0.05
+    assert t.header[3:] == ["KnockoffNets", "CopycatCNN"] and "—" in t.markdown()   # InI saw no KnockoffNets
+    assert table_attacks(collect([r for r in recs if r.attack == "knockoff"])) is None
+
+
+def test_a_profile_renders_the_cached_records_another_profile_made_for_its_plan():
+    """cpu-extended reuses cpu's cells from the cache; their records say "cpu" and are its by key."""
+    from bench.keys import cell_key, victim_key
+    prof = report.get_profile("smoke")
+    ds, d, a, lb, seed = ("mnist", "vanilla", "knockoff", "soft", 0)
+    mine = S.cell(ds, d, a, lb, 90.0, 99.0, profile="smoke")
+    theirs = S.cell(ds, d, a, lb, 91.0, 99.0, profile="other")
+    theirs.key = cell_key(prof, ds, d, a, lb, seed)
+    their_victim = S.victim(ds, d, 99.0, profile="other")
+    their_victim.key = victim_key(prof, ds, d, seed)
+    stranger = S.cell(ds, d, a, lb, 50.0, 99.0, profile="other")
+    stranger.key = "not-in-the-plan"
+    kept = report.select_records([mine, theirs, their_victim, stranger], "smoke", prof)
+    assert kept == [mine, theirs, their_victim]
+    assert report.select_records([mine, theirs], "smoke", None) == [mine]   # profile unknown to the code
+
+
 def test_readme_deviations_come_from_the_run_that_made_the_records(tmp_path):
     """profile.json (written by the run) wins over the code's profile, which may have moved on."""
     import json
