@@ -100,6 +100,32 @@ def table_attacks(stats) -> Table | None:
                   "table."])
 
 
+def table_knobs(records) -> Table | None:
+    """The serving knob each tuned victim got, per seed, and what it was tuned against."""
+    rows, tidy = [], []
+    tuned = [v for v in records if v.kind == "victim" and isinstance(v.extra.get("tuning"), dict)]
+    for v in sorted(tuned, key=lambda v: (v.arch, v.dataset, P.defense_rank(v.defense), v.defense, v.seed)):
+        t = v.extra["tuning"]
+        anchor = "knob off" if str(t.get("anchor", "")).startswith("knob off") else str(t.get("anchor", "")).split(" ")[0]
+        rows.append([P.dataset_label(v.dataset), P.defense_label(v.defense), v.seed, t.get("knob"),
+                     fmt_num(t.get("value"), 3), anchor, fmt_num(t.get("reference_acc")), fmt_num(t.get("accuracy")),
+                     "yes" if t.get("met") else "no"])
+        tidy.append({"arch": v.arch, "dataset": v.dataset, "defense": v.defense, "seed": v.seed,
+                     "knob": t.get("knob"), "value": t.get("value"), "anchor": anchor,
+                     "reference_acc": _csv_num(t.get("reference_acc")), "benign_acc": _csv_num(t.get("accuracy")),
+                     "met": bool(t.get("met"))})
+    if not rows:
+        return None
+    return Table("knobs", "Tuned serving knobs (similar benign accuracy)",
+                 ["Dataset", "Defense", "seed", "knob", "value", "anchor", "anchor acc", "acc with knob", "met"],
+                 rows, tidy,
+                 ["The strongest grid value whose benign accuracy on the tuning split stays within the "
+                  "tolerance of the anchor: the Vanilla victim of the same data set and seed, or, where the "
+                  "defense with its knob off is already further below Vanilla than the tolerance, its own "
+                  "knob-off accuracy (anchor \"knob off\"; bench/victims.py tune_knobs). met = no: no grid "
+                  "value stayed within the tolerance, the weakest was kept."])
+
+
 def table_detection(records) -> Table | None:
     """Stream detectors (PRADA): per attack, how many seeds' accounts were refused, after how
     many answered queries, the clone accuracy then; and each victim's benign false-positive rate."""

@@ -66,7 +66,9 @@ def victim_key(profile, dataset, defense_name, seed) -> str:
     return config_hash({**base_config(profile, dataset, seed), "defense": defense_name,
                         "params": resolved_defense_params(profile, defense_name, dataset),
                         "tune": profile.tune, "tol": profile.tune_tolerance,
-                        **({"tune_anchor": profile.tune_anchor, "tune_split": profile.tune_split}
+                        **({"tune_anchor": profile.tune_anchor, "tune_split": profile.tune_split,
+                            # tuning falls back to the knob-off accuracy where Vanilla's is out of reach
+                            "tune_unreachable": "knob-off"}
                            if profile.tune else {}),
                         "test_size": profile.test_size})
 

@@ -20,7 +20,7 @@ from . import paper as P
 from . import records as R
 from .claims import render as judge_claims
 from .io import CorruptFileError, write_text
-from .beyond import table_adaptive, table_answers, table_attacks, table_detection  # noqa: F401
+from .beyond import table_adaptive, table_answers, table_attacks, table_detection, table_knobs  # noqa: F401
 from .runcost import table_run_cost
 # the renderer's parts, importable from here as before
 from .figures import budget_curves, curve_points, figure3, figure_d1, find_cosines, training_curves  # noqa: F401
@@ -180,9 +180,9 @@ def render(results_dir, out, profile_name=None, speed_dir=None, paper_csv=None, 
     else:
         missing.append("Figure 3: no victim record carries PCGrad cosines "
                        "(`extra.fit_log.pcgrad_cosines`).")
-    ans = table_answers(records)
-    if ans:
-        sections.append((ans.title, ans.write(out)))
+    for t in (table_knobs(records), table_answers(records)):
+        if t:
+            sections.append((t.title, t.write(out)))
     cost = table_run_cost(records)
     if cost:
         sections.append((cost.title, cost.write(out)))

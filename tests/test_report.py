@@ -245,6 +245,19 @@ def test_adaptive_table_measures_recovery_against_knockoff_on_the_same_defense(t
     assert table_adaptive([r for r in recs if r.attack != "adaptive"]) is None
 
 
+def test_knobs_table_lists_each_tuned_victim_with_its_anchor():
+    from bench.beyond import table_knobs
+    tuned = {"knob": "eps", "value": 0.3, "anchor": "knob off (the Vanilla anchor is out of reach: ...)",
+             "reference_acc": 97.3, "accuracy": 97.2, "met": True}
+    recs = [S.victim("mnist", "ini+mad", 97.2, extra={"tuning": tuned}),
+            S.victim("mnist", "mad", 98.7, extra={"tuning": {**tuned, "anchor": "vanilla victim", "value": 0.75}}),
+            S.victim("mnist", "vanilla", 99.0)]
+    t = table_knobs(recs)
+    assert [(r["defense"], r["value"], r["anchor"]) for r in t.tidy] == [("mad", 0.75, "vanilla"),
+                                                                         ("ini+mad", 0.3, "knob off")]
+    assert table_knobs([S.victim("mnist", "vanilla", 99.0)]) is None
+
+
 def test_attacks_table_puts_every_attack_beside_vanilla_under_the_same_attack():
     """Synthetic records, 3 seeds: CopycatCNN on InI 10 points below on Vanilla (significant);
     KnockoffNets rides along; a profile with only the paper's attacks gets no such table."""

@@ -120,3 +120,34 @@ def test_missing_grid_falls_back_to_the_knob_range(victim):
     res = tune(d, x, labels_of(d, x), reference_acc=100.0, tolerance=0.5)
     assert len(res["grid"]) == 21 and res["grid"][0] == 1.0 and res["grid"][-1] == 0.0
     assert res["value"] == pytest.approx(0.0) and res["met"]
+
+
+class FlipSomeAlways(FlipSome):
+    """Test-only: also moves the top-1 of the last two rows of every 20 at any strength (a base
+    that costs 10 points on its own, as InI does under InI+MAD)."""
+
+    def perturb(self, x, probs):
+        out = super().perturb(x, probs)
+        last = (torch.arange(len(probs)) % 20 >= 18).unsqueeze(1)
+        moved = torch.nn.functional.one_hot((probs.argmax(1) + 1) % probs.shape[1], probs.shape[1])
+        return torch.where(last, moved.to(probs.dtype), out)
+
+
+@pytest.mark.parametrize("tol, expect, fallback", [(5.0, 0.05, True), (0.5, 0.0, True), (10.0, 0.0, False)])
+def test_an_unreachable_vanilla_anchor_falls_back_to_the_knob_off_accuracy(victim, tol, expect, fallback):
+    """Knob off the defense is at 90% against a Vanilla anchor at 100%: with tolerance 5 the
+    protocol cannot be met and would switch the knob off; the knob is tuned against 90% instead
+    (strength 0.05 serves 85%). Within tolerance 10 Vanilla stays the anchor (and 0.05 misses it)."""
+    from types import SimpleNamespace
+
+    from bench.victims import tune_knobs
+    ctx, x = victim
+    d = build(FlipSomeAlways, ctx)
+    y = labels_of(d, x)
+    prof = SimpleNamespace(tune_split="val", tune_tolerance=tol)
+    t = tune_knobs(prof, d, {"val": SimpleNamespace(x=x, y=y)}, "cpu", anchor=d.base)["tuning"]
+    assert t["value"] == expect and t["met"]
+    assert t["anchor"].startswith("knob off") == fallback
+    if fallback:
+        assert t["reference_acc"] == pytest.approx(90.0) and t["vanilla_acc"] == pytest.approx(100.0)
+        assert not t["vanilla_attempt"]["trace"][-1][1] >= 100.0 - tol   # the Vanilla anchor was out of reach
