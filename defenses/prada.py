@@ -42,11 +42,12 @@ def _poly(c, u: float) -> float:
     return sum(ck * u ** k for k, ck in enumerate(c))
 
 
-def shapiro_w(values) -> float | None:
+def shapiro_w(values, presorted: bool = False) -> float | None:
     """The Shapiro-Wilk W of ``values`` (Royston 1995, AS R94: the coefficients SciPy's
     ``shapiro`` uses; W only, no p-value). None for fewer than 3 values; 1.0 when they are all
-    equal (as SciPy, which warns)."""
-    x = torch.as_tensor(values, dtype=torch.float64).flatten().sort().values
+    equal (as SciPy, which warns). ``presorted``: the values are already ascending."""
+    x = torch.as_tensor(values, dtype=torch.float64).flatten()
+    x = x if presorted else x.sort().values
     n = len(x)
     if n < 3:
         return None
@@ -84,43 +85,94 @@ class PradaMonitor:
         self.sets: dict = {}         # class -> [growing set rows (capacity doubles), size]
         self.set_dists: dict = {}    # class -> D_Gc
         self.threshold: dict = {}    # class -> T_c
+        self.set_stats: dict = {}    # class -> Welford (count, mean, M2) of D_Gc, for T_c
         self.dists = torch.empty(1024, dtype=torch.float64)   # D, first self.n_dists values
+        self.sorted = torch.empty(1024, dtype=torch.float64)  # D in ascending order
+        self.d_stats = [0, 0.0, 0.0]                          # Welford (count, mean, M2) of D
         self.n_dists = 0
         self.seen = 0                # queries observed, the stream position
         self.last_w: float | None = None
         self.verdict: dict | None = None
 
     def observe(self, x: torch.Tensor, probs: torch.Tensor) -> dict | None:
-        """Feed a batch (queries in order, served probabilities); a verdict dict once flagged."""
+        """Feed a batch (queries in order, served probabilities); a verdict dict once flagged.
+
+        Queries are taken one at a time, as Algorithm 1 does; only the nearest-neighbour search is
+        batched: one matrix product per class against G_c as it stood before the batch, and one
+        within the batch for the rows that join G_c during it. The product (|a|^2 + |b|^2 - 2ab,
+        float64) only picks the nearest row; its distance is then computed directly, so that a
+        repeated query is at distance 0 exactly (it must not join G_c while T_c = 0). A stream of
+        100,000 noise queries, each joining G_c, took hours one row at a time (O(n^2) row reads)."""
         if self.verdict is not None:
             return self.verdict
-        rows = x.detach().reshape(len(x), -1).float()
-        for i, c in enumerate(probs.argmax(1).tolist()):
+        rows = x.detach().reshape(len(x), -1).to(torch.float64)
+        classes = probs.argmax(1).tolist()
+        sq = (rows * rows).sum(1)
+        before = self._nearest_in_sets(rows, sq, classes)
+        within = sq[:, None] + sq[None, :] - 2.0 * (rows @ rows.T)   # for rows that join during the batch
+        joined: dict = {}   # class -> indices of this batch's rows that joined G_c so far
+        for i, c in enumerate(classes):
             self.seen += 1
-            self._add(rows[i], c)
+            if c not in self.sets:   # first query of class c: G_c = {x}, D_Gc = {0}, T_c = 0
+                self.sets[c] = [rows.new_empty((16, rows.shape[1])), 0]
+                self._grow(c, rows[i])
+                self.set_dists[c], self.threshold[c] = [0.0], 0.0
+                self.set_stats[c] = [1, 0.0, 0.0]
+                joined[c] = [i]
+            else:
+                nearest, best = before.get(i, (None, math.inf))
+                new = joined.get(c, [])
+                if new:
+                    k = int(within[i, new].argmin())
+                    if float(within[i, new[k]]) < best:
+                        nearest = rows[new[k]]
+                d_min = float(((rows[i] - nearest) ** 2).sum().sqrt())
+                if self._add_distance(c, d_min):
+                    self._grow(c, rows[i])
+                    joined.setdefault(c, []).append(i)
             if (self.seen - 1) % self.test_every == 0 and self._flag():
                 self.verdict = {"monitor": self.name, "at": self.seen, "W": self.last_w,
                                 "distances": self.n_dists, "delta": self.delta}
                 return self.verdict
         return None
 
-    def _add(self, row: torch.Tensor, c: int) -> None:
-        if c not in self.sets:   # first query of class c: G_c = {x}, D_Gc = {0}, T_c = 0
-            self.sets[c] = [row.new_empty((16, len(row))), 0]
-            self._grow(c, row)
-            self.set_dists[c], self.threshold[c] = [0.0], 0.0
-            return
-        buf, size = self.sets[c]
-        d_min = float(((buf[:size] - row) ** 2).sum(1).min().sqrt())
+    def _nearest_in_sets(self, rows, sq, classes) -> dict:
+        """Row index -> (nearest row of its class's growing set before this batch, squared
+        distance by the matrix product); rows of classes with no set yet are left out."""
+        out = {}
+        by_class: dict = {}
+        for i, c in enumerate(classes):
+            if c in self.sets:
+                by_class.setdefault(c, []).append(i)
+        for c, idx in by_class.items():
+            buf, size = self.sets[c]
+            g = buf[:size]
+            d2 = sq[idx, None] + (g * g).sum(1)[None, :] - 2.0 * (rows[idx] @ g.T)
+            best, arg = d2.min(1)
+            for i, b, a in zip(idx, best.tolist(), arg.tolist()):
+                out[i] = (g[a], b)
+        return out
+
+    def _add_distance(self, c: int, d_min: float) -> bool:
+        """D gets d_min; True when the query joins G_c (farther than T_c), updating D_Gc and T_c.
+        Means and stds are running (Welford) and D is kept sorted, so that a query costs O(|D|)
+        memory moves, not a sort and a pass over D and D_Gc (quadratic over a long stream)."""
         if self.n_dists == len(self.dists):
             self.dists = torch.cat([self.dists, torch.empty_like(self.dists)])
-        self.dists[self.n_dists] = d_min
+            self.sorted = torch.cat([self.sorted, torch.empty_like(self.sorted)])
+        n = self.n_dists
+        self.dists[n] = d_min
+        pos = int(torch.searchsorted(self.sorted[:n], d_min))
+        self.sorted[pos + 1:n + 1] = self.sorted[pos:n].clone()
+        self.sorted[pos] = d_min
         self.n_dists += 1
-        if d_min > self.threshold[c]:
-            self._grow(c, row)
-            ds = torch.tensor(self.set_dists[c] + [d_min], dtype=torch.float64)
-            self.set_dists[c].append(d_min)
-            self.threshold[c] = max(self.threshold[c], float(ds.mean() - ds.std(correction=0)))
+        _welford(self.d_stats, d_min)
+        if d_min <= self.threshold[c]:
+            return False
+        self.set_dists[c].append(d_min)
+        st = _welford(self.set_stats[c], d_min)
+        self.threshold[c] = max(self.threshold[c], st[1] - math.sqrt(st[2] / st[0]))
+        return True
 
     def _grow(self, c: int, row: torch.Tensor) -> None:
         buf, size = self.sets[c]
@@ -132,10 +184,22 @@ class PradaMonitor:
     def _flag(self) -> bool:
         if self.n_dists <= self.min_set:
             return False
-        d = self.dists[:self.n_dists]
-        kept = d[(d - d.mean()).abs() < OUTLIER_STDS * d.std(correction=0)]
-        self.last_w = shapiro_w(kept)
+        count, mean, m2 = self.d_stats
+        k = OUTLIER_STDS * math.sqrt(m2 / count)
+        d = self.sorted[:self.n_dists]   # D' = D within 3 std of its mean (strict): a slice of sorted D
+        lo = int(torch.searchsorted(d, mean - k, right=True))
+        hi = int(torch.searchsorted(d, mean + k, right=False))
+        self.last_w = shapiro_w(d[lo:hi], presorted=True)
         return self.last_w is not None and self.last_w < self.delta
+
+
+def _welford(st: list, x: float) -> list:
+    """Add x to a running [count, mean, M2] (population variance = M2 / count)."""
+    st[0] += 1
+    delta = x - st[1]
+    st[1] += delta / st[0]
+    st[2] += delta * (x - st[1])
+    return st
 
 
 @register_defense("prada")

@@ -93,6 +93,53 @@ def test_jbda_like_stream_is_flagged_at_the_first_test(seed):
     assert verdict["at"] <= 120 and m.seen == verdict["at"]   # it stops at the flagging query
 
 
+def sequential_distances(stream, classes):
+    """Algorithm 1's D and |G_c|, one query at a time with a direct nearest-neighbour search
+    (the monitor batches the search)."""
+    sets, set_d, thr, dists = {}, {}, {}, []
+    for row, c in zip(stream.reshape(len(stream), -1).double(), classes):
+        if c not in sets:
+            sets[c], set_d[c], thr[c] = [row], [0.0], 0.0
+            continue
+        d = min(float(((row - g) ** 2).sum().sqrt()) for g in sets[c])
+        dists.append(d)
+        if d > thr[c]:
+            sets[c].append(row)
+            set_d[c].append(d)
+            t = torch.tensor(set_d[c], dtype=torch.float64)
+            thr[c] = max(thr[c], float(t.mean() - t.std(correction=0)))
+    return dists, {c: len(v) for c, v in sets.items()}
+
+
+@pytest.mark.parametrize("batch", [1, 7, 100])
+def test_batched_search_equals_one_query_at_a_time(batch):
+    """Gaussian queries with repeats (distance 0, must not join G_c) and near-repeats, in batches
+    of any size: the same D, growing sets and thresholds as the direct search."""
+    g = torch.Generator().manual_seed(3)
+    base = torch.randn(150, 1, 8, 8, generator=g)
+    stream = torch.cat([base, base[:40], base[:40] + 1e-3, torch.randn(60, 1, 8, 8, generator=g)])
+    stream = stream[torch.randperm(len(stream), generator=g)]
+    classes = LinearVictim()(stream).argmax(1).tolist()
+    want, sizes = sequential_distances(stream, classes)
+    m = PradaMonitor(min_set=10 ** 6)   # no test: compare the whole stream's distances
+    for i in range(0, len(stream), batch):
+        m.observe(stream[i:i + batch], one_hot_n(classes[i:i + batch]))
+    assert m.dists[:m.n_dists].tolist() == pytest.approx(want, abs=1e-9)
+    assert {c: v[1] for c, v in m.sets.items()} == sizes
+    assert 0.0 in want   # repeats were in the stream
+    # the running statistics and sorted D give Algorithm 1's test on D' as a direct computation does
+    d = torch.tensor(want, dtype=torch.float64)
+    kept = d[(d - d.mean()).abs() < 3 * d.std(correction=0)]
+    m.min_set = 0
+    m._flag()
+    assert m.sorted[:m.n_dists].tolist() == pytest.approx(sorted(want), abs=1e-9)
+    assert m.last_w == pytest.approx(shapiro_w(kept), abs=1e-12)
+
+
+def one_hot_n(classes, n=10):
+    return torch.nn.functional.one_hot(torch.as_tensor(classes), n).double()
+
+
 def test_no_verdict_before_min_set_and_test_every():
     batches = jbda_like(seed=0)
     stream = torch.cat(batches)
