@@ -36,6 +36,7 @@ from defenses.base import PostProcessor, register_defense
 _C1 = (0.0, 0.221157, -0.147981, -2.071190, 4.434685, -2.706056)
 _C2 = (0.0, 0.042981, -0.293762, -1.752461, 5.682633, -3.582633)
 OUTLIER_STDS = 3.0
+CHUNK = 256   # rows per nearest-neighbour batch in PradaMonitor.observe (memory: CHUNK x |G_c| doubles)
 
 
 def _poly(c, u: float) -> float:
@@ -102,9 +103,14 @@ class PradaMonitor:
         within the batch for the rows that join G_c during it. The product (|a|^2 + |b|^2 - 2ab,
         float64) only picks the nearest row; its distance is then computed directly, so that a
         repeated query is at distance 0 exactly (it must not join G_c while T_c = 0). A stream of
-        100,000 noise queries, each joining G_c, took hours one row at a time (O(n^2) row reads)."""
-        if self.verdict is not None:
-            return self.verdict
+        100,000 noise queries, each joining G_c, took hours one row at a time (O(n^2) row reads).
+        A large batch is taken in chunks of CHUNK rows (the within-batch matrix is CHUNK^2)."""
+        for i in range(0, len(x), CHUNK):
+            if self.verdict is None:
+                self._observe(x[i:i + CHUNK], probs[i:i + CHUNK])
+        return self.verdict
+
+    def _observe(self, x: torch.Tensor, probs: torch.Tensor) -> None:
         rows = x.detach().reshape(len(x), -1).to(torch.float64)
         classes = probs.argmax(1).tolist()
         sq = (rows * rows).sum(1)
@@ -133,8 +139,7 @@ class PradaMonitor:
             if (self.seen - 1) % self.test_every == 0 and self._flag():
                 self.verdict = {"monitor": self.name, "at": self.seen, "W": self.last_w,
                                 "distances": self.n_dists, "delta": self.delta}
-                return self.verdict
-        return None
+                return
 
     def _nearest_in_sets(self, rows, sq, classes) -> dict:
         """Row index -> (nearest row of its class's growing set before this batch, squared

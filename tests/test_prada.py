@@ -10,6 +10,7 @@ import torch
 
 from bench.oracle import BudgetExceededError, Oracle, Refused, stream_monitors
 from defenses import get_defense
+from defenses import prada
 from defenses.prada import PradaMonitor, benign_fpr, shapiro_w
 
 
@@ -111,8 +112,8 @@ def sequential_distances(stream, classes):
     return dists, {c: len(v) for c, v in sets.items()}
 
 
-@pytest.mark.parametrize("batch", [1, 7, 100])
-def test_batched_search_equals_one_query_at_a_time(batch):
+@pytest.mark.parametrize("batch", [1, 7, 100, 290])
+def test_batched_search_equals_one_query_at_a_time(batch, monkeypatch):
     """Gaussian queries with repeats (distance 0, must not join G_c) and near-repeats, in batches
     of any size: the same D, growing sets and thresholds as the direct search."""
     g = torch.Generator().manual_seed(3)
@@ -121,6 +122,7 @@ def test_batched_search_equals_one_query_at_a_time(batch):
     stream = stream[torch.randperm(len(stream), generator=g)]
     classes = LinearVictim()(stream).argmax(1).tolist()
     want, sizes = sequential_distances(stream, classes)
+    monkeypatch.setattr(prada, "CHUNK", 64)   # 290 rows: chunks of 64 inside one observe call
     m = PradaMonitor(min_set=10 ** 6)   # no test: compare the whole stream's distances
     for i in range(0, len(stream), batch):
         m.observe(stream[i:i + batch], one_hot_n(classes[i:i + batch]))
