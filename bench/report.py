@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from . import paper as P
+from . import ledger
 from . import records as R
 from .claims import render as judge_claims
 from .io import CorruptFileError, write_text
@@ -34,7 +35,7 @@ END = "<!-- END GENERATED -->"
 
 
 # ------------------------------------------------------------------ README
-def readme_block(profile, profile_name, records, sections, missing, noise=(), claims=()) -> str:
+def readme_block(profile, profile_name, records, sections, missing, noise=(), claims=(), run_time=None) -> str:
     cells = [r for r in records if r.kind == "cell"]
     victims = [r for r in records if r.kind == "victim"]
     failed = [r for r in cells if r.status != "ok"]
@@ -45,6 +46,8 @@ def readme_block(profile, profile_name, records, sections, missing, noise=(), cl
              "by hand. Each table shows ours, the paper's, and the difference.", "",
              f"Records: {len(victims)} victims, {len(cells)} attack cells ({len(failed)} failed)."
              + (f" Code commit(s): {', '.join(f'`{c}`' for c in commits)}." if commits else ""), ""]
+    if run_time:
+        lines += [run_time, ""]
     lines += ["## Deviations from the paper", ""]
     if profile is None:
         lines += [f"- (profile `{profile_name}` is not defined in `bench.profiles`; "
@@ -206,7 +209,8 @@ def render(results_dir, out, profile_name=None, speed_dir=None, paper_csv=None, 
     old = readme.read_text() if readme.exists() else None
     write_text(readme, merge_readme(old, readme_block(described_profile(results_dir, profile_name),
                                                       profile_name, records, sections, missing,
-                                                      noise_floor(stats), claim_lines)))
+                                                      noise_floor(stats), claim_lines,
+                                                      ledger.summary(ledger.load(results_dir, profile_name)))))
     return readme
 
 

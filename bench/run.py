@@ -18,6 +18,7 @@ import torch
 from . import data as D
 from . import records as R
 from .io import CorruptFileError, provenance, write_json
+from .ledger import Ledger
 from .progress import LineProgress
 from .profiles import Profile, get_profile, with_filters
 # the runner's parts (bench/roles, keys, victims, cells), importable from here as before
@@ -74,16 +75,25 @@ def run_matrix(profile, out=None, datasets=None, defenses=None, attacks=None, la
     bars = progress and jobs == 1 and sys.stderr.isatty()   # a terminal: bars; a log: lines
     args = (out, data_root, device, True if bars else ("lines" if progress else False), threads)
     victims = sorted({(c[0], c[1], c[4]) for c in todo}, key=lambda v: ("+" in v[1], v))
-    log = LineProgress(len(victims), "victim", progress and not bars)
-    for v, msg in zip(victims, _map(_victim_worker, profile, victims, jobs, args, backend, scheduler)):
-        if msg:
-            print(f"victim failed: {msg}", file=sys.stderr)
-        log.done("/".join(map(str, v)), "FAILED" if msg else "ready")
-    log = LineProgress(len(todo), "cell", progress and not bars)
-    for c, rec in zip(todo, _map(_worker, profile, todo, jobs, args, backend, scheduler)):
-        done[c] = rec
-        log.done("/".join(map(str, c)), f"clone {_f(rec.clone_acc)} ({rec.wall_time_s:.0f} s)"
-                 if rec.status == "ok" else f"FAILED {rec.error}")
+    ledger = Ledger(out, profile, jobs, device, {"victim": len(victims), "cell": len(todo)}) if todo else None
+    status = "interrupted"
+    try:
+        log = LineProgress(len(victims), "victim", progress and not bars)
+        for v, msg in zip(victims, _map(_victim_worker, profile, victims, jobs, args, backend, scheduler)):
+            if msg:
+                print(f"victim failed: {msg}", file=sys.stderr)
+            log.done("/".join(map(str, v)), "FAILED" if msg else "ready")
+            ledger.step("victim")
+        log = LineProgress(len(todo), "cell", progress and not bars)
+        for c, rec in zip(todo, _map(_worker, profile, todo, jobs, args, backend, scheduler)):
+            done[c] = rec
+            log.done("/".join(map(str, c)), f"clone {_f(rec.clone_acc)} ({rec.wall_time_s:.0f} s)"
+                     if rec.status == "ok" else f"FAILED {rec.error}")
+            ledger.step("cell")
+        status = "done"
+    finally:
+        if ledger:
+            ledger.close(status)
     records = [done[c] for c in cells]
     write_summary(profile, out, records)
     return records

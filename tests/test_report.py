@@ -304,6 +304,17 @@ def test_readme_deviations_come_from_the_run_that_made_the_records(tmp_path):
     assert "- as the run was configured" in text and "- MNIST: queries: something else" in text
 
 
+def test_readme_states_the_runs_wall_time_from_its_ledger(tmp_path):
+    import json
+    root = S.write(S.handful(), tmp_path)
+    (root / "runs").mkdir()
+    (root / "runs" / "a.json").write_text(json.dumps({
+        "profile": "synth", "started": "2026-11-25T01:00:00Z", "ended": "2026-11-25T03:05:00Z",
+        "last_progress": "2026-11-25T03:05:00Z", "status": "done", "wall_s": 7500.0, "git_commit": "abc123"}))
+    report.render(root, tmp_path / "out", "synth", speed_dir=tmp_path / "none")
+    assert "Wall time of the run: 2h05m over 1 invocation(s)" in (tmp_path / "out" / "README.md").read_text()
+
+
 def test_answers_table_means_over_seeds(tmp_path):
     st = lambda e: {"id_test": {"entropy": 0.1, "max_prob": 0.95}, "queries": {"entropy": e, "max_prob": 0.5,
                                                                                "top_class_share": 0.3}}
