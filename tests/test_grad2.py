@@ -267,3 +267,15 @@ def test_tuned_like_mad_and_composes():
     assert tune_spec(get_defense("mad"))[1] == grid
     composed = get_defense("ini+grad2", eps=0.3)
     assert composed.base.name == "ini" and composed.display == "InI+GRAD2"
+
+
+def test_builds_without_training_images_unless_its_target_needs_one():
+    """bench.estimate builds every defense of a profile from shapes only (no data): GRAD^2 picked
+    its watermark image even for the all-ones target and crashed the cpu-extended estimate."""
+    from bench.estimate import estimate
+    from bench.profiles import get_profile
+    assert estimate(get_profile("cpu-extended"))
+    ctx = Context(arch="smallcnn", num_classes=10, in_channels=1, input_size=28, id_train=None, train=TrainConfig())
+    get_defense("grad2", base=get_defense("vanilla")).build(ctx)
+    with pytest.raises(ValueError, match="watermark"):
+        get_defense("grad2", base=get_defense("vanilla"), target="watermark").build(ctx)
