@@ -78,9 +78,23 @@ def defense_rank(name: str) -> int:
     return order.index(name) if name in order else len(order)
 
 
+# display labels of the defenses beyond the paper (their classes' ``label``; kept here so that
+# rendering needs no defense code); a composition "a+b" not listed reads "A + B"
+BEYOND = {"reverse-sigmoid": "Reverse sigmoid", "rounding": "Rounding", "gaussian-noise": "Gaussian noise",
+          "topk": "Top-k", "grad2": "GRAD²", "prada": "PRADA", "mad-argmax": "MAD-argmax",
+          "am-defender": "AM's defender (OE)", "ini-adv": "InI, adversarial C",
+          "ini-adv-strong": "InI, adversarial C (strong)"}
+
+
 def defense_label(name: str, ablation: bool = False) -> str:
     table = ABLATIONS if ablation and name in ABLATIONS else DEFENSES
-    return table[name][0] if name in table else name
+    if name in table:
+        return table[name][0]
+    if name in BEYOND:
+        return BEYOND[name]
+    if isinstance(name, str) and "+" in name:
+        return " + ".join(defense_label(part) for part in name.split("+"))
+    return name
 
 
 def paper_defense(name: str, ablation: bool = False) -> str | None:
