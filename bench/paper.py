@@ -78,23 +78,29 @@ def defense_rank(name: str) -> int:
     return order.index(name) if name in order else len(order)
 
 
-# display labels of the defenses beyond the paper (their classes' ``label``; kept here so that
-# rendering needs no defense code); a composition "a+b" not listed reads "A + B"
-BEYOND = {"reverse-sigmoid": "Reverse sigmoid", "rounding": "Rounding", "gaussian-noise": "Gaussian noise",
-          "topk": "Top-k", "grad2": "GRAD²", "prada": "PRADA", "mad-argmax": "MAD-argmax",
-          "am-defender": "AM's defender (OE)", "ini-adv": "InI, adversarial C",
-          "ini-adv-strong": "InI, adversarial C (strong)"}
-
-
 def defense_label(name: str, ablation: bool = False) -> str:
+    """The paper's label; else the registered class's ``label`` (a newcomer's defense file
+    names itself in every table); a composition "a+b" reads "A + B"; else the name."""
     table = ABLATIONS if ablation and name in ABLATIONS else DEFENSES
     if name in table:
         return table[name][0]
-    if name in BEYOND:
-        return BEYOND[name]
-    if isinstance(name, str) and "+" in name:
+    if not isinstance(name, str):
+        return name
+    registered = _registered_label(name)
+    if registered:
+        return registered
+    if "+" in name:
         return " + ".join(defense_label(part) for part in name.split("+"))
     return name
+
+
+def _registered_label(name: str) -> str | None:
+    try:
+        import defenses  # noqa: F401  registers the built-in defenses
+        from .registry import DEFENSES as REGISTRY
+        return getattr(REGISTRY.lookup(name), "label", None)
+    except Exception:   # unknown here (a record from another install): its name is its label
+        return None
 
 
 def paper_defense(name: str, ablation: bool = False) -> str | None:

@@ -382,3 +382,14 @@ def test_speed_tables_say_when_a_run_fell_short_of_the_protocol():
     short = protocol_notes({"kind": "speed-inference", "repeats": 3}, "gpu", "table4.md")
     assert any(n.startswith("**Below the protocol**: 3 repeat(s)") for n in short)
     assert not any("Below" in n for n in protocol_notes({"kind": "speed-inference", "repeats": 5}, "gpu", "table4.md"))
+
+
+def test_every_registered_defense_is_named_by_its_label_in_tables():
+    """A newcomer's defense file names itself in every table (its class's ``label``)."""
+    import defenses  # noqa: F401
+    from bench import paper as P
+    from bench.registry import DEFENSES as REGISTRY
+    for name in REGISTRY.names():
+        want = P.DEFENSES[name][0] if name in P.DEFENSES else REGISTRY.lookup(name).label
+        assert P.defense_label(name) == want, name
+    assert P.defense_label("ini+grad2") == "InI + GRAD2" and P.defense_label("from-elsewhere") == "from-elsewhere"
