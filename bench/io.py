@@ -104,10 +104,11 @@ KERNEL_ENV = ("STEALBENCH_CHANNELS_LAST", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU
 
 
 def memory_format() -> str:
-    """The training loop's memory format: "channels_last" under STEALBENCH_CHANNELS_LAST=1, else
-    "contiguous" (NCHW). Recorded in every record's platform, so that a record says which ran even
-    when the default changes."""
-    return "channels_last" if os.environ.get("STEALBENCH_CHANNELS_LAST", "0") == "1" else "contiguous"
+    """The training loop's memory format: "channels_last" (NHWC convolution kernels; the default,
+    1.7x the small CNN's CPU training throughput), or "contiguous" (NCHW) under
+    STEALBENCH_CHANNELS_LAST=0. Recorded in every record's platform, so that a record says which
+    ran (records from before the default changed say "contiguous")."""
+    return "contiguous" if os.environ.get("STEALBENCH_CHANNELS_LAST", "1") == "0" else "channels_last"
 
 
 @functools.lru_cache(maxsize=None)   # fixed for the process; every record asks

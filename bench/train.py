@@ -78,9 +78,9 @@ def seed_everything(seed: int) -> None:
 
 
 def channels_last() -> bool:
-    """``STEALBENCH_CHANNELS_LAST=1`` trains in channels-last memory format (NHWC convolution
-    kernels; faster on some CPUs, float-level differences). A kernel-path setting like
-    ATEN_CPU_CAPABILITY: recorded in every record's provenance, not in cache keys."""
+    """Training in channels-last memory format (NHWC convolution kernels; the default, faster on
+    CPUs; ``STEALBENCH_CHANNELS_LAST=0``: NCHW, float-level differences). A kernel-path setting
+    like ATEN_CPU_CAPABILITY: recorded in every record's provenance, not in cache keys."""
     return memory_format() == "channels_last"
 
 

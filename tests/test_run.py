@@ -174,7 +174,7 @@ def test_channels_last_training_matches_the_default_format(name, monkeypatch):
         assert torch.allclose(a[k], b[k], rtol=1e-3, atol=2e-4), k
 
 
-@pytest.mark.parametrize("flag, fmt", [(None, "contiguous"), ("0", "contiguous"), ("1", "channels_last")])
+@pytest.mark.parametrize("flag, fmt", [(None, "channels_last"), ("0", "contiguous"), ("1", "channels_last")])
 def test_records_name_the_memory_format_even_when_unset(monkeypatch, flag, fmt):
     from bench.io import platform_info
     from bench.train import channels_last
