@@ -51,7 +51,7 @@ from __future__ import annotations
 import torch
 from torch.func import functional_call, grad, jvp, vmap
 
-from bench.train import fit
+from bench.train import fit, to_loop_format
 from defenses.base import PostProcessor, register_defense
 
 SURROGATE_SEED_OFFSET = 523   # the surrogate's init seed is ctx.seed * 1000 + this (MAD uses 517)
@@ -177,7 +177,9 @@ class GRAD2(PostProcessor):
         if ctx.ood_train is None:
             raise ValueError(f"{self.name}: surrogate_epochs > 0 distills on the OOD set, but ctx.ood_train is None")
         sur = self.nets["surrogate"]
-        self.base.eval()
+        # the base in the loop's memory format: it was if trained in this process, not if loaded
+        # from its checkpoint, and the targets' float rounding would differ (a resume must not)
+        to_loop_format(self.base).eval()
 
         def step(x, _y, _xo):
             with torch.no_grad():

@@ -18,6 +18,7 @@ def test_floor_is_counts_times_primitive_medians(monkeypatch):
 
 def test_cli_runs_end_to_end_small(tmp_path):
     assert floor.main(["--batch", "4", "--repeats", "1", "--calls", "1", "--out", str(tmp_path)]) == 0
-    text = (tmp_path / "floor_smallcnn.md").read_text()
+    from bench.train import channels_last
+    text = (tmp_path / f"floor_smallcnn{'_cl' if channels_last() else ''}.md").read_text()   # the default: _cl
     assert "| ini |" in text and "% of peak" in text
     assert floor.main(["--batch", "0"]) == 2
