@@ -95,7 +95,7 @@ def run_matrix(profile, out=None, datasets=None, defenses=None, attacks=None, la
         if ledger:
             ledger.close(status)
     records = [done[c] for c in cells]
-    write_summary(profile, out, records)
+    write_summary(profile, out, records, ran=bool(todo))
     return records
 
 
@@ -179,7 +179,10 @@ def _unknown(what, name, valid, where="") -> str:
 
 
 # ------------------------------------------------------------------ output
-def write_summary(profile, out, records) -> None:
+def write_summary(profile, out, records, ran: bool = True) -> None:
+    """table.md always; profile.json (the profile and provenance of the run that made the records)
+    only when this invocation ran something or there is none: a re-run that reused every cell must
+    not stamp its own commit (perhaps a dirty one) on records it did not make."""
     from .io import write_text
     from tabulate import tabulate
     rows = []
@@ -198,7 +201,8 @@ def write_summary(profile, out, records) -> None:
     for ds, r in profile.roles.items():
         lines += [f"- {ds}: {s}" for s in r.substitutes]
     write_text(Path(out) / "table.md", "\n".join(lines) + "\n")
-    write_json(Path(out) / "profile.json", {"profile": profile.describe(), "provenance": provenance()})
+    if ran or not (Path(out) / "profile.json").exists():
+        write_json(Path(out) / "profile.json", {"profile": profile.describe(), "provenance": provenance()})
 
 
 def _f(v, fmt="{:.2f}"):

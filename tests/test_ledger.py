@@ -15,8 +15,10 @@ def test_each_invocation_that_runs_something_leaves_an_entry(real_root, tiny_pro
     (entry,) = ledger.load(tmp_path, "tiny")
     assert entry["status"] == "done" and entry["finished"] == {"victim": 1, "cell": 1} == entry["planned"]
     assert entry["wall_s"] > 0 and entry["ended"] and entry["git_commit"]
+    (tmp_path / "profile.json").write_text('{"provenance": {"git_commit": "the run that made them"}}')
     runner.run_matrix(p, tmp_path, data_root=real_root, progress=False)   # all cached: nothing to log
     assert len(ledger.load(tmp_path, "tiny")) == 1
+    assert "the run that made them" in (tmp_path / "profile.json").read_text()   # not restamped
 
 
 def test_an_interrupted_invocation_says_so_and_counts_its_finished_work(tmp_path, monkeypatch):
