@@ -170,7 +170,8 @@ def tune_knobs(profile, defense, roles, device, anchor=None) -> dict:
     model under InI+MAD, AM's outlier-exposed defender), no knob value can meet the Vanilla anchor
     and the protocol would switch the knob off, serving the base alone (in the cpu run InI+MAD
     answered exactly as InI). The knob is then tuned to within the tolerance of its own knob-off
-    accuracy instead, and the record says so (``anchor``, ``vanilla_attempt``).
+    accuracy instead (the grid's weakest value: off for MAD, AM, DCP, Gaussian noise), and the
+    record says so (``anchor``, ``vanilla_attempt``).
     """
     if not getattr(type(defense), "tune_knob", None):
         return {}
