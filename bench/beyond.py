@@ -8,19 +8,13 @@ from . import paper as P
 from .tables import MISSING, Stat, Table, _csv_num, fmt_num, fmt_stat, fmt_vs, vs_test
 
 
-def _clones(records, attack) -> dict:
-    """(arch, data set, defense, label) -> clone accuracies over seeds of one attack's ok cells."""
-    out = defaultdict(dict)
-    for c in records:
-        if c.kind == "cell" and c.status == "ok" and c.attack == attack and c.clone_acc is not None:
-            out[(c.arch, c.dataset, c.defense, c.label)][c.seed] = c.clone_acc
-    return {k: Stat.of([v[s] for s in sorted(v)]) for k, v in out.items()}
-
-
-def table_adaptive(records) -> Table | None:
+def table_adaptive(stats, records) -> Table | None:
     """What the adaptive attacker gets back, per defense: its clone against KnockoffNets' on the
-    same defense (same queries and recipe), and against the cut the defense made in Vanilla's."""
-    adaptive, knockoff = _clones(records, "adaptive"), _clones(records, "knockoff")
+    same defense (same queries and recipe), and against the cut the defense made in Vanilla's.
+    ``stats``: ``tables.collect``'s; ``records``: for which cells fell back to KnockoffNets."""
+    clone = lambda arch, ds, d, a, lb: stats.get((arch, ds, d, a, lb, "clone_acc"))   # noqa: E731
+    adaptive = {(arch, ds, d, lb): st for (arch, ds, d, a, lb, m), st in stats.items()
+                if a == "adaptive" and m == "clone_acc" and st.n}
     fell_back = {(c.arch, c.dataset, c.defense, c.label) for c in records
                  if c.kind == "cell" and c.attack == "adaptive" and c.attack_log.get("fallback")}
     if not adaptive:
@@ -29,7 +23,7 @@ def table_adaptive(records) -> Table | None:
     order = lambda k: (k[0], k[1], P.defense_rank(k[2]), k[3])   # noqa: E731
     for key in sorted(adaptive, key=order):
         arch, ds, d, lb = key
-        ad, ko, van = adaptive[key], knockoff.get(key), knockoff.get((arch, ds, "vanilla", lb))
+        ad, ko, van = adaptive[key], clone(arch, ds, d, "knockoff", lb), clone(arch, ds, "vanilla", "knockoff", lb)
         rec = vs_test(ad, ko)
         cut = vs_test(van, ko)
         share = (100 * rec[0] / cut[0] if rec[0] is not None and cut[0] and cut[0] > 0 else None)

@@ -189,7 +189,7 @@ def render(results_dir, out, profile_name=None, speed_dir=None, paper_csv=None, 
     cost = table_run_cost(records)
     if cost:
         sections.append((cost.title, cost.write(out)))
-    for beyond in (table_attacks(stats), table_adaptive(records), table_detection(records)):
+    for beyond in (table_attacks(stats), table_adaptive(stats, records), table_detection(records)):
         if beyond:
             sections.append((beyond.title, beyond.write(out)))
     d1 = figure_d1(records, out)

@@ -182,8 +182,8 @@ def tune_knobs(profile, defense, roles, device, anchor=None) -> dict:
     result = tune(defense, split.x, split.y, reference_acc=ref, tolerance=profile.tune_tolerance, device=device)
     what = ("vanilla victim (same data set and seed)" if anchor is not None
             else "base model without post-processing")
-    knob_off_acc = result["trace"][-1][1]   # not met: the whole grid was tried, weakest value last
-    if anchor is not None and not result["met"] and knob_off_acc < ref - profile.tune_tolerance:
+    if anchor is not None and not result["met"]:   # every value, the weakest (last) too, missed Vanilla
+        knob_off_acc = result["trace"][-1][1]
         first = {k: result[k] for k in ("value", "accuracy", "trace")}
         result = tune(defense, split.x, split.y, reference_acc=knob_off_acc, tolerance=profile.tune_tolerance,
                       device=device)

@@ -143,12 +143,6 @@ class GRAD2(PostProcessor):
             raise ValueError(f"{self.name}: surrogate_epochs={e!r}; accepted: an integer >= 0 "
                              "(0: random surrogate, N: distilled from the base for N epochs)")
 
-    @property
-    def uses_id_images(self) -> bool:
-        """Only the watermark target needs an ID training image (a context built for shapes only,
-        as bench.estimate's, has none)."""
-        return self.params["target"] == "watermark"
-
     def train_params(self):
         # the target is a serving choice: every target shares one trained surrogate
         p = {k: v for k, v in super().train_params().items() if k != "target"}
@@ -161,8 +155,8 @@ class GRAD2(PostProcessor):
             torch.manual_seed(ctx.seed * 1000 + SURROGATE_SEED_OFFSET)
             self.nets["surrogate"] = ctx.new_model()
         self.nets["surrogate"].eval()
-        if not self.uses_id_images:
-            return
+        if self.params["target"] != "watermark":   # only the watermark needs an ID image (bench.estimate
+            return                                  # builds defenses from shapes only, with none)
         if ctx.id_train is None:
             raise ValueError(f"{self.name}: target='watermark' picks an ID training image, but the context has none")
         gen = ctx.generator(WATERMARK_OFFSET)

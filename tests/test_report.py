@@ -234,7 +234,8 @@ def test_adaptive_table_measures_recovery_against_knockoff_on_the_same_defense(t
         fallback.attack_log = {"fallback": "KnockoffNets on the raw answers"}
         recs.append(fallback)
     from bench.beyond import table_adaptive
-    t = table_adaptive(recs)
+    from bench.tables import collect
+    t = table_adaptive(collect(recs), recs)
     rows = {r["defense"]: r for r in t.tidy}
     assert set(rows) == {"mad", "am"}
     mad = rows["mad"]
@@ -242,7 +243,8 @@ def test_adaptive_table_measures_recovery_against_knockoff_on_the_same_defense(t
     assert float(mad["share_recovered_pct"]) == 50.0 and float(mad["recovered_p"]) < 0.05
     assert rows["am"]["fallback"] and not mad["fallback"]
     assert "*" in t.markdown() and "cannot rebuild" in t.markdown()
-    assert table_adaptive([r for r in recs if r.attack != "adaptive"]) is None
+    others = [r for r in recs if r.attack != "adaptive"]
+    assert table_adaptive(collect(others), others) is None
 
 
 def test_knobs_table_lists_each_tuned_victim_with_its_anchor():
