@@ -94,6 +94,15 @@ def to_loop_format(m: nn.Module) -> nn.Module:
     return m.to(memory_format=torch.channels_last) if channels_last() else m
 
 
+def to_serving_format(modules) -> None:
+    """Back to NCHW after training: a loaded checkpoint builds NCHW modules, so a victim trained in
+    this process must serve in the same format or its answers differ at float level from the
+    same victim loaded (tuning would score one network and the cells attack another)."""
+    if channels_last():
+        for m in modules:
+            m.to(memory_format=torch.contiguous_format)
+
+
 def make_optimizer(params, cfg: TrainConfig):
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(cfg.step_every, 1), gamma=cfg.gamma)
@@ -179,6 +188,7 @@ def fit(params, ctx: Context, step: Callable, cfg: TrainConfig | None = None, de
     if start == cfg.epochs and start > 0:   # finished before: its final state is loaded
         for m in modules:
             m.train()
+        to_serving_format(modules)
         ctx.fit_seconds += seconds
         return curves
     with tqdm(total=n_steps, initial=start * per_epoch, desc=desc, disable=ctx.progress is not True,
@@ -208,6 +218,7 @@ def fit(params, ctx: Context, step: Callable, cfg: TrainConfig | None = None, de
                 ckpt.save(epoch + 1, curves, seconds)
             if ctx.progress == "lines":
                 epoch_line(ctx, desc, epoch + 1, cfg.epochs, {n: c[-1] for n, c in curves.items()}, time.time() - t0)
+    to_serving_format(modules)
     ctx.fit_seconds += seconds
     return curves
 

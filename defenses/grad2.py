@@ -51,7 +51,7 @@ from __future__ import annotations
 import torch
 from torch.func import functional_call, grad, jvp, vmap
 
-from bench.train import fit, to_loop_format
+from bench.train import fit, to_loop_format, to_serving_format
 from defenses.base import PostProcessor, register_defense
 
 SURROGATE_SEED_OFFSET = 523   # the surrogate's init seed is ctx.seed * 1000 + this (MAD uses 517)
@@ -171,8 +171,8 @@ class GRAD2(PostProcessor):
         if ctx.ood_train is None:
             raise ValueError(f"{self.name}: surrogate_epochs > 0 distills on the OOD set, but ctx.ood_train is None")
         sur = self.nets["surrogate"]
-        # the base in the loop's memory format: it was if trained in this process, not if loaded
-        # from its checkpoint, and the targets' float rounding would differ (a resume must not)
+        # the base in the loop's memory format while it makes the targets (fit converts only the
+        # modules it trains), served again in NCHW afterwards like every trained or loaded victim
         to_loop_format(self.base).eval()
 
         def step(x, _y, _xo):
@@ -182,6 +182,7 @@ class GRAD2(PostProcessor):
 
         curves = fit(sur.parameters(), ctx, step, ctx.train.replace(epochs=epochs), desc="grad2-surrogate",
                      modules=[sur], data=ctx.ood_train)
+        to_serving_format([self.base])
         sur.eval()
         self.fit_log = {"surrogate_epochs": epochs, "epoch_losses": curves}
 

@@ -117,3 +117,20 @@ def test_no_gradient_reaches_the_caller(case):
     assert not out.requires_grad and out.grad_fn is None
     assert d.predict_label(x).grad_fn is None
     assert x.grad is None
+
+
+def test_served_as_loaded(case):
+    """A victim trained in this process answers exactly as the same victim loaded from its
+    checkpoint (fresh NCHW modules): tuning and the cells must see one network. Training runs in
+    channels-last by default, so every 4-D weight must be back in NCHW once fit returns."""
+    _, name, params, d = case
+    for pname, t in list(d.named_parameters()) + list(d.named_buffers()):
+        if t.dim() == 4:
+            assert t.is_contiguous(), f"{pname} is not NCHW after fit"
+    loaded = get_defense(name, **params)
+    loaded.build(tiny_context())
+    for unit, fitted in zip(loaded.units(), d.units()):
+        unit.nets.load_state_dict(fitted.nets.state_dict())
+    loaded.eval()
+    x = inputs(64)
+    assert torch.equal(loaded(x), d(x))
