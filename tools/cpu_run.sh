@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The long cpu-profile run (issue 17), then cpu-extended (issue 15), block by block: (seed, data set) in turn, so that at any
+# stop at most one block's victims wait for their cells. Runs in a worktree pinned to one clean
+# commit; state that must outlive a machine goes to state/cpu-run via tools/cpu_state.sh save.
+# Usage: bash tools/cpu_run.sh WORKTREE   (resumable: a block already done takes seconds)
+set -u
+main() {
+  wt=${1:?worktree path}
+  cd "$wt"
+  export STEALBENCH_DATA=${STEALBENCH_DATA:-/work/shared/data}
+  for seed in 0 1 2; do
+    for ds in mnist fashionmnist; do
+      echo "=== block seed $seed $ds start $(date -u +%FT%TZ)"
+      .venv/bin/python -m bench.run --matrix cpu --seeds "$seed" --datasets "$ds" --jobs 2 \
+        --out results/cpu-new || { echo "=== block seed $seed $ds FAILED rc $?"; exit 1; }
+      echo "=== block seed $seed $ds end $(date -u +%FT%TZ)"
+    done
+  done
+  echo "=== cpu run complete $(date -u +%FT%TZ)"
+  # issue 15's matrix: the same MNIST victims (same cache keys in the same folder), the defenses
+  # and attacks beyond the paper
+  for seed in 0 1 2; do
+    echo "=== block extended seed $seed start $(date -u +%FT%TZ)"
+    .venv/bin/python -m bench.run --matrix cpu-extended --seeds "$seed" --jobs 2 \
+      --out results/cpu-new || { echo "=== block extended seed $seed FAILED rc $?"; exit 1; }
+    echo "=== block extended seed $seed end $(date -u +%FT%TZ)"
+  done
+  echo "=== cpu-extended run complete $(date -u +%FT%TZ)"
+}
+# one function read whole before it runs: editing this file cannot derail a running loop
+main "$@"; exit

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Keep the long cpu-profile run (issue 17) alive across machines. A session's machine is not
+# kept: only what lands on main survives. So the run lives in a worktree pinned to one clean
+# commit (state/cpu-run/COMMIT), and its output folder (records, victims' checkpoints, the
+# per-epoch partial state of a unit in training, the ledger) is copied into state/cpu-run/ and
+# committed before a session stops. That folder is a run in progress, not results: the finished
+# run is rendered into results/cpu by tools/cpu_finalize.sh.
+#
+#   bash tools/cpu_state.sh resume   # make the worktree if missing, restore, start in background
+#   bash tools/cpu_state.sh save     # copy the worktree's output into state/cpu-run (then commit)
+#   bash tools/cpu_state.sh status   # blocks and units done, the last log lines
+#   bash tools/cpu_state.sh pause|cont   # stop / continue the run (e.g. around the test suite)
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+state=$repo/state/cpu-run
+wt=${CPU_RUN_DIR:-$(dirname "$repo")/cpurun}
+out=results/cpu-new
+
+running_pgid() {
+  ps -eo pgid,args | awk '/tools\/cpu_run.sh/ && !/awk/ {print $1; exit}'
+}
+
+case "${1:-}" in
+  resume)
+    [ -z "$(running_pgid)" ] || { echo "cpu run already running (pgid $(running_pgid))"; exit 0; }
+    commit=$(cat "$state/COMMIT")
+    if [ ! -d "$wt" ]; then
+      git -C "$repo" worktree prune
+      git -C "$repo" worktree add --detach "$wt" "$commit"
+      ln -s "$repo/.venv" "$wt/.venv"
+    fi
+    [ "$(git -C "$wt" rev-parse HEAD)" = "$(git -C "$repo" rev-parse "$commit")" ] \
+      || { echo "$wt is not at the pinned commit $commit" >&2; exit 2; }
+    [ -z "$(git -C "$wt" status --porcelain --untracked-files=no)" ] || { echo "$wt has changes" >&2; exit 2; }
+    mkdir -p "$wt/$out"
+    if [ -d "$state/$out" ]; then cp -an "$state/$out/." "$wt/$out/"; fi
+    if [ -f "$state/cpu.log" ] && [ ! -f "$wt/cpu.log" ]; then cp "$state/cpu.log" "$wt/cpu.log"; fi
+    echo "=== resume $(date -u +%FT%TZ) on $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)" >> "$wt/cpu.log"
+    nohup setsid bash "$repo/tools/cpu_run.sh" "$wt" >> "$wt/cpu.log" 2>&1 < /dev/null &
+    echo "cpu run started in $wt (log: $wt/cpu.log)"
+    ;;
+  save)
+    mkdir -p "$state/$out"
+    # atomic writes (tmp + rename) mean every file copied is whole; locks and tmp files stay behind
+    (cd "$wt/$out" && find . -type f ! -name '.lock*' ! -name '*.tmp' -print0 \
+      | xargs -0 -I{} cp --parents -p {} "$state/$out/")
+    # a unit finished since the last save leaves its partial folder behind in the state copy
+    (cd "$state/$out" && find victims -mindepth 2 -maxdepth 2 -name partial -type d 2>/dev/null \
+      | while read -r d; do [ -d "$wt/$out/$d" ] || rm -rf "$d"; done)
+    cp "$wt/cpu.log" "$state/cpu.log"
+    du -sh "$state"
+    ;;
+  status)
+    grep -E '^=== ' "$wt/cpu.log" | tail -4
+    echo "victim records: $(ls "$wt/$out/records/victims" 2>/dev/null | wc -l)," \
+         "cell records: $(ls "$wt/$out/records/cells" 2>/dev/null | wc -l)"
+    tail -3 "$wt/cpu.log"
+    ;;
+  pause) kill -STOP -"$(running_pgid)"; echo "paused $(date -u +%FT%TZ)" | tee -a "$wt/cpu.log" ;;
+  cont) kill -CONT -"$(running_pgid)"; echo "continued $(date -u +%FT%TZ)" | tee -a "$wt/cpu.log" ;;
+  *) echo "usage: tools/cpu_state.sh resume|save|status|pause|cont" >&2; exit 2 ;;
+esac
