@@ -4,6 +4,16 @@
 # commit; state that must outlive a machine goes to state/cpu-run via tools/cpu_state.sh save.
 # Usage: bash tools/cpu_run.sh WORKTREE   (resumable: a block already done takes seconds)
 set -u
+# The whole profile once more, every cell cached (seconds): its table.md, and a profile.json that
+# describes the whole profile (a block's describes its filtered slice), kept in summary/PROFILE.
+summarize() {
+  rm -f results/cpu-new/profile.json
+  .venv/bin/python -m bench.run --matrix "$1" --out results/cpu-new --no-progress > /dev/null \
+    || { echo "=== summary $1 FAILED"; exit 1; }
+  mkdir -p "results/cpu-new/summary/$1"
+  cp results/cpu-new/profile.json results/cpu-new/table.md "results/cpu-new/summary/$1/"
+}
+
 main() {
   wt=${1:?worktree path}
   cd "$wt"
@@ -16,6 +26,7 @@ main() {
       echo "=== block seed $seed $ds end $(date -u +%FT%TZ)"
     done
   done
+  summarize cpu
   echo "=== cpu run complete $(date -u +%FT%TZ)"
   # issue 15's matrix: the same MNIST victims (same cache keys in the same folder), the defenses
   # and attacks beyond the paper
@@ -25,6 +36,7 @@ main() {
       --out results/cpu-new || { echo "=== block extended seed $seed FAILED rc $?"; exit 1; }
     echo "=== block extended seed $seed end $(date -u +%FT%TZ)"
   done
+  summarize cpu-extended
   echo "=== cpu-extended run complete $(date -u +%FT%TZ)"
 }
 # one function read whole before it runs: editing this file cannot derail a running loop
