@@ -7,6 +7,7 @@
 # run is rendered into results/cpu by tools/cpu_finalize.sh.
 #
 #   bash tools/cpu_state.sh resume   # make the worktree if missing, restore, start in background
+#   bash tools/cpu_state.sh restore  # the same without starting (CPU_RUN_DIR=/tmp/x: a trial)
 #   bash tools/cpu_state.sh save     # copy the worktree's output into state/cpu-run (then commit)
 #   bash tools/cpu_state.sh status   # blocks and units done, the last log lines
 #   bash tools/cpu_state.sh pause|cont   # stop / continue the run (e.g. around the test suite)
@@ -21,8 +22,8 @@ running_pgid() {
 }
 
 case "${1:-}" in
-  resume)
-    [ -z "$(running_pgid)" ] || { echo "cpu run already running (pgid $(running_pgid))"; exit 0; }
+  resume|restore)
+    if [ "$1" = resume ] && [ -n "$(running_pgid)" ]; then echo "cpu run already running (pgid $(running_pgid))"; exit 0; fi
     commit=$(cat "$state/COMMIT")
     if [ ! -d "$wt" ]; then
       git -C "$repo" worktree prune
@@ -35,6 +36,11 @@ case "${1:-}" in
     mkdir -p "$wt/$out"
     if [ -d "$state/$out" ]; then cp -an "$state/$out/." "$wt/$out/"; fi
     if [ -f "$state/cpu.log" ] && [ ! -f "$wt/cpu.log" ]; then cp "$state/cpu.log" "$wt/cpu.log"; fi
+    if [ "$1" = restore ]; then
+      (cd "$wt" && STEALBENCH_DATA=${STEALBENCH_DATA:-$(dirname "$repo")/shared/data} .venv/bin/python -m bench.run \
+        --matrix cpu --out "$out" --dry-run | grep -c '^cached' | sed 's/^/cpu cells cached: /')
+      exit 0
+    fi
     echo "=== resume $(date -u +%FT%TZ) on $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)" >> "$wt/cpu.log"
     nohup setsid bash "$repo/tools/cpu_run.sh" "$wt" >> "$wt/cpu.log" 2>&1 < /dev/null &
     echo "cpu run started in $wt (log: $wt/cpu.log)"
@@ -58,5 +64,5 @@ case "${1:-}" in
     ;;
   pause) kill -STOP -"$(running_pgid)"; echo "paused $(date -u +%FT%TZ)" | tee -a "$wt/cpu.log" ;;
   cont) kill -CONT -"$(running_pgid)"; echo "continued $(date -u +%FT%TZ)" | tee -a "$wt/cpu.log" ;;
-  *) echo "usage: tools/cpu_state.sh resume|save|status|pause|cont" >&2; exit 2 ;;
+  *) echo "usage: tools/cpu_state.sh resume|restore|save|status|pause|cont" >&2; exit 2 ;;
 esac
