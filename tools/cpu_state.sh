@@ -54,6 +54,19 @@ case "${1:-}" in
     (cd "$state/$out" && find victims -mindepth 2 -maxdepth 2 -name partial -type d 2>/dev/null \
       | while read -r d; do [ -d "$wt/$out/$d" ] || rm -rf "$d"; done)
     cp "$wt/cpu.log" "$state/cpu.log"
+    # keep the repository small: once a block's cells are done its checkpoints are needed only by
+    # cpu-extended, which reuses MNIST's Vanilla, InI, AM and MAD units (not EDM's, not FashionMNIST's)
+    python3 - "$state/$out/victims" "$state/cpu.log" <<'PY'
+import json, sys
+from pathlib import Path
+victims, log = Path(sys.argv[1]), Path(sys.argv[2]).read_text()
+for spec in victims.glob("*/spec.json"):
+    s = json.loads(spec.read_text())
+    done = f"=== block seed {s['seed']} {s['dataset']} end" in log
+    if done and (s["dataset"] != "mnist" or s["unit"] == "edm"):
+        for f in spec.parent.glob("*.pt"):
+            f.unlink()
+PY
     du -sh "$state"
     ;;
   status)
