@@ -39,7 +39,7 @@ def _run_folder(tmp_path):
     for p in ("cpu", "cpu-extended"):
         _touch(src / "summary" / p / "profile.json", {"profile": {"name": p}})
         (src / "summary" / p / "table.md").write_text(p)
-    for d in ("mnist-vanilla-s0", "mnist-ini-s0", "mnist-mad-s0"):
+    for d in ("mnist-vanilla-s0", "mnist-ini-s0", "mnist-mad-s0", "mnist-ini-s1"):
         _touch(src / "victims/export" / d / "spec.json")
     return src, vk_fm, vk_mn, ck_rs
 
