@@ -46,11 +46,12 @@ def copy_profile(src: Path, profile_name: str, dest: Path) -> dict:
     for name in ("profile.json", "table.md"):
         shutil.copy2(summary / name, dest / name)
     exports = src / "victims" / "export"
-    if profile.export and exports.is_dir():
+    # seed 0 only: three seeds of four victims would take 20 of the folder's 25 MB
+    wanted = {f"{ds}-{df}-s0" for ds in profile.roles for df in profile.export}   # bench.victims' names
+    if wanted and exports.is_dir():
         shutil.rmtree(dest / "victims" / "export", ignore_errors=True)
         for d in sorted(exports.iterdir()):
-            # seed 0 only: three seeds of four victims would take 20 of the folder's 25 MB
-            if d.name.split("-")[1] in profile.export and d.name.endswith("-s0"):
+            if d.name in wanted:
                 shutil.copytree(d, dest / "victims" / "export" / d.name)
                 n["exports"] += 1
     return n

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The long cpu-profile run (issue 17), then cpu-extended (issue 15), block by block: (seed, data set) in turn, so that at any
-# stop at most one block's victims wait for their cells. Runs in a worktree pinned to one clean
+# The long cpu-profile run (issue 17), then cpu-extended (issue 15), block by block: (seed, data
+# set) in turn, so that at any stop at most one block's victims wait for their cells. Runs in a worktree pinned to one clean
 # commit; state that must outlive a machine goes to state/cpu-run via tools/cpu_state.sh save.
 # Usage: bash tools/cpu_run.sh WORKTREE   (resumable: a block already done takes seconds)
 set -u

@@ -4,7 +4,7 @@
 # commit (state/cpu-run/COMMIT), and its output folder (records, victims' checkpoints, the
 # per-epoch partial state of a unit in training, the ledger) is copied into state/cpu-run/ and
 # committed before a session stops. That folder is a run in progress, not results: the finished
-# run is rendered into results/cpu by tools/cpu_finalize.sh.
+# run is rendered into results/cpu by tools/cpu_finalize.py.
 #
 #   bash tools/cpu_state.sh resume   # make the worktree if missing, restore, start in background
 #   bash tools/cpu_state.sh restore  # the same without starting (CPU_RUN_DIR=/tmp/x: a trial)
