@@ -1,8 +1,9 @@
 """Render the finished long run (state/cpu-run, or its worktree's results/cpu-new) into
 results/cpu and results/cpu-extended: each gets the records its profile's plan names by key
 (cpu-extended borrows the cpu run's MNIST victims and cells), its invocations' ledger entries,
-the whole-profile profile.json and table.md (summary/PROFILE), the exported victims, and the
-rendered tables. Hand-written parts (README's Analysis, attack_choice.md, ci-slice/) are kept.
+the whole-profile profile.json and table.md (summary/PROFILE), the exported victims, the run's
+active wall time (wall_time.md, tools/cpu_walltime.py), and the rendered tables. Hand-written
+parts (README's Analysis, attack_choice.md, ci-slice/) are kept.
 
     python tools/cpu_finalize.py [--src DIR] [--profiles cpu,cpu-extended]
 
@@ -19,6 +20,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tools"))
 
 
 def copy_profile(src: Path, profile_name: str, dest: Path) -> dict:
@@ -63,8 +65,11 @@ def main(argv=None) -> int:
                    help="the run's output folder (default: state/cpu-run/results/cpu-new)")
     p.add_argument("--profiles", default="cpu,cpu-extended")
     p.add_argument("--dest-root", default=str(REPO / "results"), help="where results/PROFILE go (a dry run: elsewhere)")
+    p.add_argument("--state", default=None,
+                   help="folder holding cpu.log and alive.log (default: two levels above --src)")
     a = p.parse_args(argv)
     src = Path(a.src)
+    state = Path(a.state) if a.state else src.parents[1]
     if not (src / "records").is_dir():
         print(f"error: {src} holds no records/: pass the run's output folder with --src", file=sys.stderr)
         return 2
@@ -72,6 +77,10 @@ def main(argv=None) -> int:
         dest = Path(a.dest_root) / name
         n = copy_profile(src, name, dest)
         print(f"{name}: {n}")
+        if (state / "cpu.log").exists():
+            from cpu_walltime import load, render, segments
+            dest.mkdir(parents=True, exist_ok=True)
+            (dest / "wall_time.md").write_text(render(*segments(*load(state, src / "runs"))))
         subprocess.run([sys.executable, "-m", "bench.report", "--profile", name, "--out", str(dest)],
                        cwd=REPO, check=True)
     return 0

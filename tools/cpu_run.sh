@@ -18,6 +18,11 @@ main() {
   wt=${1:?worktree path}
   cd "$wt"
   export STEALBENCH_DATA=${STEALBENCH_DATA:-/work/shared/data}
+  # a heartbeat a minute: a session stop kills the run without a word, and the ledger only knows
+  # the last finished victim or cell, not the epochs trained (and kept) after it
+  # (tools/cpu_walltime.py sums the run's active time from it)
+  ( while sleep 60; do date -u +%FT%TZ >> alive.log; done ) &
+  beat=$!; trap 'kill "$beat" 2>/dev/null' EXIT
   for seed in 0 1 2; do
     for ds in mnist fashionmnist; do
       echo "=== block seed $seed $ds start $(date -u +%FT%TZ)"

@@ -35,7 +35,9 @@ case "${1:-}" in
     [ -z "$(git -C "$wt" status --porcelain --untracked-files=no)" ] || { echo "$wt has changes" >&2; exit 2; }
     mkdir -p "$wt/$out"
     if [ -d "$state/$out" ]; then cp -an "$state/$out/." "$wt/$out/"; fi
-    if [ -f "$state/cpu.log" ] && [ ! -f "$wt/cpu.log" ]; then cp "$state/cpu.log" "$wt/cpu.log"; fi
+    for f in cpu.log alive.log; do
+      if [ -f "$state/$f" ] && [ ! -f "$wt/$f" ]; then cp "$state/$f" "$wt/$f"; fi
+    done
     if [ "$1" = restore ]; then
       (cd "$wt" && STEALBENCH_DATA=${STEALBENCH_DATA:-$(dirname "$repo")/shared/data} .venv/bin/python -m bench.run \
         --matrix cpu --out "$out" --dry-run | grep -c '^cached' | sed 's/^/cpu cells cached: /')
@@ -54,6 +56,7 @@ case "${1:-}" in
     (cd "$state/$out" && find victims -mindepth 2 -maxdepth 2 -name partial -type d 2>/dev/null \
       | while read -r d; do [ -d "$wt/$out/$d" ] || rm -rf "$d"; done)
     cp "$wt/cpu.log" "$state/cpu.log"
+    if [ -f "$wt/alive.log" ]; then cp "$wt/alive.log" "$state/alive.log"; fi
     # keep the repository small: once a block's cells are done its checkpoints are needed only by
     # cpu-extended, which reuses MNIST's Vanilla, InI, AM and MAD units (not EDM's, not FashionMNIST's)
     python3 - "$state/$out/victims" "$state/cpu.log" <<'PY'
