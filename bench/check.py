@@ -268,10 +268,20 @@ def report(changes: list[Change], baseline: dict, platform: str) -> None:
     print(f"\nbaseline: commit {str(baseline.get('commit', 'unknown'))[:12]} on {baseline.get('platform', '?')}, "
           f"{len(baseline.get('calibration', {}).get('runs', []))} calibration platforms")
     print(f"this run: {platform}")
+    ours, theirs = _torch_version(), (baseline.get("versions") or {}).get("torch")
+    if theirs and ours != theirs:
+        print(f"note: this run's torch {ours} is not the baseline's {theirs}, whose kernels the "
+              "tolerances were calibrated on: a failure may be the library's, not the code's "
+              "(re-calibrate with .ci/calibrate)")
     if w is not None and w.delta is not None:
         print(f"worst group: {w.group} moved {w.delta:+.2f} (tolerance {w.tol:.2f}, "
               f"{abs(w.delta) / w.tol:.2f} of it)")
     print(f"{len(changes)} groups checked ({compared} compared): {bad} regressions")
+
+
+def _torch_version() -> str:
+    import torch
+    return torch.__version__
 
 
 def parse_args(argv=None):

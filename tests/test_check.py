@@ -358,3 +358,16 @@ def test_memory_format_of_records():
     assert memory_format_of([rec({"memory_format": "channels_last"})]) == "channels_last"
     assert memory_format_of([rec({"env": {"STEALBENCH_CHANNELS_LAST": "1"}})]) == "channels_last"
     assert memory_format_of([rec({"env": {}}), rec({})]) == "contiguous"
+
+
+def test_another_torch_than_the_baselines_is_named(baselined, tmp_path, capsys, monkeypatch):
+    """The tolerances hold for the kernels they were calibrated on: a run on another torch says so."""
+    b = baseline_json(tmp_path)
+    b["versions"] = {"torch": "2.14.1+cu130"}
+    (tmp_path / "ci" / "baseline.json").write_text(json.dumps(b))
+    monkeypatch.setattr(check, "_torch_version", lambda: "2.14.1+cu130")
+    assert run(tmp_path) == 0
+    assert "not the baseline's" not in capsys.readouterr().out
+    monkeypatch.setattr(check, "_torch_version", lambda: "2.15.0+cpu")
+    assert run(tmp_path) == 0
+    assert "torch 2.15.0+cpu is not the baseline's 2.14.1+cu130" in capsys.readouterr().out
