@@ -1,7 +1,7 @@
 """tools/cpu_finalize.py: each profile's folder gets exactly the records its plan names by key,
 its own ledger entries and exports (generated file names; no training)."""
-import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,14 +9,12 @@ import pytest
 from bench.keys import cell_key, victim_key
 from bench.profiles import get_profile
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from tools_module import REPO, load_tool  # noqa: E402
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("cpu_finalize", REPO / "tools" / "cpu_finalize.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_tool("cpu_finalize")
 
 
 def _touch(path: Path, obj=None):

@@ -1,15 +1,13 @@
 """tools/cpu_walltime.py: the long run's active time from a made-up log, heartbeat and ledger."""
-import importlib.util
+import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from tools_module import load_tool  # noqa: E402
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("cpu_walltime", REPO / "tools" / "cpu_walltime.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_tool("cpu_walltime")
 
 
 LOG = """=== start Wed Nov 25 09:00:00 UTC 2026 session 10
@@ -63,9 +61,7 @@ def test_main_refuses_a_folder_without_a_log(tmp_path, capsys):
 
 def test_finalize_writes_the_wall_time_beside_the_records(tmp_path, monkeypatch):
     """cpu_finalize.main with a fake run: wall_time.md from the state folder's log; report stubbed."""
-    spec = importlib.util.spec_from_file_location("cpu_finalize", REPO / "tools" / "cpu_finalize.py")
-    fin = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fin)
+    fin = load_tool("cpu_finalize")
     state = tmp_path / "state"
     src = state / "results" / "cpu-new"
     (src / "records").mkdir(parents=True)
