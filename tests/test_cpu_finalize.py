@@ -10,7 +10,7 @@ from bench.keys import cell_key, victim_key
 from bench.profiles import get_profile
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tools_module import REPO, load_tool  # noqa: E402
+from tools_module import load_tool  # noqa: E402
 
 
 def _tool():
