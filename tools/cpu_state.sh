@@ -25,6 +25,12 @@ case "${1:-}" in
   resume|restore)
     if [ "$1" = resume ] && [ -n "$(running_pgid)" ]; then echo "cpu run already running (pgid $(running_pgid))"; exit 0; fi
     commit=$(cat "$state/COMMIT")
+    if [ ! -x "$repo/.venv/bin/python" ]; then   # a new machine: the run's library versions
+      echo "making $repo/.venv (torch 2.14.1, the versions the run's records were made with)"
+      python3 -m venv "$repo/.venv"
+      "$repo/.venv/bin/pip" install -q torch==2.14.1 torchvision==0.29.1
+      "$repo/.venv/bin/pip" install -q -e "$repo[dev,dask,art]"
+    fi
     if [ ! -d "$wt" ]; then
       git -C "$repo" worktree prune
       git -C "$repo" worktree add --detach "$wt" "$commit"
