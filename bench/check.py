@@ -258,7 +258,13 @@ def publish(run_dir: Path, dest: Path, profile: str) -> None:
     render(dest, dest, profile)
 
 
-def report(changes: list[Change], baseline: dict, platform: str) -> None:
+def torch_of(records) -> str | None:
+    """The torch the records were made with (from their provenance: this module loads no model)."""
+    found = ((r.provenance or {}).get("versions", {}).get("torch") for r in records)
+    return next((v for v in found if v), None)
+
+
+def report(changes: list[Change], baseline: dict, platform: str, torch_version: str | None = None) -> None:
     print(tabulate([c.row() for c in changes],
                    ["group", "metric", "baseline mean ± std (n)", "now", "Δ mean", "tolerance", "verdict"],
                    tablefmt="github", disable_numparse=True))
@@ -268,8 +274,8 @@ def report(changes: list[Change], baseline: dict, platform: str) -> None:
     print(f"\nbaseline: commit {str(baseline.get('commit', 'unknown'))[:12]} on {baseline.get('platform', '?')}, "
           f"{len(baseline.get('calibration', {}).get('runs', []))} calibration platforms")
     print(f"this run: {platform}")
-    ours, theirs = _torch_version(), (baseline.get("versions") or {}).get("torch")
-    if theirs and ours != theirs:
+    ours, theirs = torch_version, (baseline.get("versions") or {}).get("torch")
+    if ours and theirs and ours != theirs:
         print(f"note: this run's torch {ours} is not the baseline's {theirs}, whose kernels the "
               "tolerances were calibrated on: a failure may be the library's, not the code's "
               "(re-calibrate with .ci/calibrate)")
@@ -277,11 +283,6 @@ def report(changes: list[Change], baseline: dict, platform: str) -> None:
         print(f"worst group: {w.group} moved {w.delta:+.2f} (tolerance {w.tol:.2f}, "
               f"{abs(w.delta) / w.tol:.2f} of it)")
     print(f"{len(changes)} groups checked ({compared} compared): {bad} regressions")
-
-
-def _torch_version() -> str:
-    import torch
-    return torch.__version__
 
 
 def parse_args(argv=None):
@@ -382,7 +383,7 @@ def _main(a) -> int:
         code = 0
     else:
         changes = compare(old, current, slice_)
-        report(changes, old, platform)
+        report(changes, old, platform, torch_of(cells + victims))
         code = 1 if any(c.regression for c in changes) else 0
     if a.out is None:
         if code == 0:

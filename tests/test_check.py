@@ -362,12 +362,20 @@ def test_memory_format_of_records():
 
 def test_another_torch_than_the_baselines_is_named(baselined, tmp_path, capsys, monkeypatch):
     """The tolerances hold for the kernels they were calibrated on: a run on another torch says so."""
+    monkeypatch.setattr(check, "torch_of", lambda records: "x")
     b = baseline_json(tmp_path)
-    b["versions"] = {"torch": "2.14.1+cu130"}
+    b["versions"] = {"torch": "x"}
     (tmp_path / "ci" / "baseline.json").write_text(json.dumps(b))
-    monkeypatch.setattr(check, "_torch_version", lambda: "2.14.1+cu130")
     assert run(tmp_path) == 0
     assert "not the baseline's" not in capsys.readouterr().out
-    monkeypatch.setattr(check, "_torch_version", lambda: "2.15.0+cpu")
+    b["versions"] = {"torch": "2.14.1+cu130"}
+    (tmp_path / "ci" / "baseline.json").write_text(json.dumps(b))
     assert run(tmp_path) == 0
-    assert "torch 2.15.0+cpu is not the baseline's 2.14.1+cu130" in capsys.readouterr().out
+    assert "torch x is not the baseline's 2.14.1+cu130" in capsys.readouterr().out
+
+
+def test_torch_of_reads_the_records_provenance():
+    recs = [S.victim("mnist", "vanilla", 98.0), S.victim("mnist", "mad", 97.0)]
+    assert check.torch_of(recs) is None
+    recs[1].provenance["versions"] = {"torch": "2.14.1+cu130"}
+    assert check.torch_of(recs) == "2.14.1+cu130"
