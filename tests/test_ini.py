@@ -1,4 +1,7 @@
 import copy
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -91,6 +94,20 @@ def test_gradient_norm_gradient_matches_finite_differences(form):
     assert torch.allclose(val, ref_gradnorm(victim, clone, xo, form), atol=1e-12)
     analytic = torch.autograd.grad(zv, list(victim.parameters()), dz)
     fd_check(lambda: ref_gradnorm(victim, clone, xo, form), victim, analytic)
+
+
+def test_first_jvp_prints_no_torch_deprecation_warning():
+    """A process's first jvp makes torch call its deprecated torch.jit.script; every run worker
+    printed that FutureWarning. In a fresh process, with warnings as errors, the jvp must pass."""
+    code = ("import copy, torch\n"
+            "from tests.test_ini import tiny_pair\n"
+            "from defenses.ini import Surrogate\n"
+            "_, clone, x, _ = tiny_pair()\n"
+            "sur = Surrogate(copy.deepcopy(clone))\n"
+            "sur.jvp(x, torch.ones(sum(p.numel() for p in sur.params.values())))\n")
+    out = subprocess.run([sys.executable, "-W", "error::FutureWarning", "-c", code],
+                         capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert out.returncode == 0, out.stderr[-2000:]
 
 
 @pytest.mark.parametrize("flag", ["0", "1"])
