@@ -32,6 +32,9 @@ def run_cell(profile, dataset, defense_name, attack_name, label, seed, out, data
         rec.defense_label, rec.defense_params, rec.benign_acc = vrec.defense_label, vrec.defense_params, vrec.benign_acc
         attack = get_attack(attack_name, **params)
         rec.attack_label, rec.attack_params = attack.display, dict(attack.params)
+        attacker_arch = clone_arch_params(profile)
+        if profile.clone_arch_params:
+            rec.attack_params["clone_arch_params"] = dict(profile.clone_arch_params)
         roles = load_roles(profile, dataset, data_root)
         test = roles["test"]
         tape = CheckpointTape(rec, test, device)
@@ -39,9 +42,9 @@ def run_cell(profile, dataset, defense_name, attack_name, label, seed, out, data
         actx = AttackContext(clone_arch=profile.arch, num_classes=roles["num_classes"],
                              in_channels=roles["in_channels"], input_size=roles["input_size"],
                              query_set=roles["query"].x, seed_set=seed_set(attack, roles["train"]), device=device,
-                             seed=seed, progress=progress is True, arch_params=dict(profile.arch_params),
+                             seed=seed, progress=progress is True, arch_params=attacker_arch,
                              mean=test.mean, std=test.std,
-                             **attacker_view(victim, defense_name, profile.arch, profile.arch_params, roles,
+                             **attacker_view(victim, defense_name, profile.arch, attacker_arch, roles,
                                              device, seed),
                              on_checkpoint=tape)
         oracle = Oracle(victim, attack.budget(), label, device)
@@ -73,6 +76,12 @@ def run_cell(profile, dataset, defense_name, attack_name, label, seed, out, data
     rec.wall_time_s = time.time() - t0
     R.save(cell_record_path(out, dataset, defense_name, attack_name, label, seed, key), rec)
     return rec
+
+
+def clone_arch_params(profile: Profile) -> dict:
+    """The attacker's clone (and shadow): the victim's architecture, with the profile's
+    ``clone_arch_params`` on top (a wider or narrower clone; default: the victim's, as the paper)."""
+    return {**profile.arch_params, **profile.clone_arch_params}
 
 
 class CheckpointTape:

@@ -76,7 +76,9 @@ def victim_key(profile, dataset, defense_name, seed) -> str:
 def cell_key(profile, dataset, defense_name, attack, label, seed) -> str:
     return config_hash({"victim": victim_key(profile, dataset, defense_name, seed), "attack": attack,
                         "attack_params": resolved_attack_params(profile, attack), "label": label,
-                        "query_size": profile.query_size, "query": roles_record(profile, dataset)["query"]})
+                        "query_size": profile.query_size, "query": roles_record(profile, dataset)["query"],
+                        # only when set, so the keys of the runs made before it existed still hold
+                        **({"clone_arch_params": profile.clone_arch_params} if profile.clone_arch_params else {})})
 
 
 def victim_record_path(out, dataset, defense_name, seed, key) -> Path:

@@ -50,6 +50,7 @@ class Profile:
     attack_defenses: dict = field(default_factory=dict)  # attack -> the only defenses it attacks (costly attacks)
     attack_labels: dict = field(default_factory=dict)    # attack -> the only label modes it runs
     arch_params: dict = field(default_factory=dict)
+    clone_arch_params: dict = field(default_factory=dict)   # the attacker's models, over arch_params
     export: tuple = ()                    # defenses whose trained victims are exported (bench.export)
     deviations: tuple = ()
 
@@ -316,6 +317,24 @@ register(replace(
         "Gaussian noise, GRAD^2), DFME (100,000 queries) and its random-noise baseline (against Vanilla, InI, "
         "PRADA), IBM ART's KnockoffNets (Vanilla, InI; needs `pip install -e '.[art]'`)",
         "Table C.1 on MNIST, seed 0 (paper: CIFAR-10); its two adversarial-training settings are ours")))
+
+
+# Issue 17's controlled changes, for "why InI does or does not defend": the cpu profile's very
+# Vanilla and InI victims (a victim's key holds only what its training uses, so these profiles
+# reuse them from the cpu run's folder), attacked by KnockoffNets with one thing changed:
+# a clone of twice the width (cpu-probe-wide: conv 64/128, fc 256; ~4x the clone's compute) or
+# three times the clone epochs (cpu-probe-long: 30). No budget curves: the change is the question.
+PROBE_CLONE = {k: v for k, v in CPU.attacks["knockoff"].items() if k != "curve_budgets"}
+_PROBE = dict(defenses=("vanilla", "ini"), extra_defenses={}, defense_seeds={}, export=())
+register(replace(
+    CPU, name="cpu-probe-wide", **_PROBE, attacks={"knockoff": PROBE_CLONE},
+    clone_arch_params={"width": 64, "hidden": 256},
+    deviations=CPU.deviations + ("controlled change (issue 17): the attacker's clone is twice as wide "
+                                 "as the victim (conv 64/128 channels, fc 256); Vanilla and InI only",)))
+register(replace(
+    CPU, name="cpu-probe-long", **_PROBE, attacks={"knockoff": {**PROBE_CLONE, "epochs": 30}},
+    deviations=CPU.deviations + ("controlled change (issue 17): 30 clone epochs instead of 10; "
+                                 "Vanilla and InI only",)))
 
 
 def get_profile(name: str) -> Profile:

@@ -97,6 +97,26 @@ def test_victim_key_covers_training_roles_not_the_query_set(tiny_profile):
     assert cell(other_query) != cell(tiny_profile)
 
 
+def test_a_wider_clone_is_another_cell_on_the_same_victim(real_root, tiny_profile, tmp_path, monkeypatch):
+    """clone_arch_params changes the attacker's clone only: same victim key, another cell key,
+    the clone built at the given width, and the record says so."""
+    from attacks.base import AttackContext
+    wide = replace(tiny_profile, clone_arch_params={"width": 4, "hidden": 8}, labels=("soft",),
+                   attacks={"knockoff": {"budget": 300, "epochs": 1, "lr": 0.01}})
+    assert runner.victim_key(wide, "mnist", "vanilla", 0) == runner.victim_key(tiny_profile, "mnist", "vanilla", 0)
+    cell = lambda p: runner.cell_key(p, "mnist", "vanilla", "knockoff", "soft", 0)
+    assert cell(wide) != cell(replace(wide, clone_arch_params={}))
+    widths, new_clone = [], AttackContext.new_clone
+    def spy(self):
+        m = new_clone(self)
+        widths.append(m.body[0].out_channels)
+        return m
+    monkeypatch.setattr(AttackContext, "new_clone", spy)
+    (rec,) = runner.run_matrix(wide, tmp_path, data_root=real_root, progress=False)
+    assert rec.status == "ok" and widths and set(widths) == {4}
+    assert rec.attack_params["clone_arch_params"] == {"width": 4, "hidden": 8}
+
+
 def test_cells_reuse_the_victims_served_predictions(real_root, tiny_profile, tmp_path):
     p = replace(tiny_profile, attacks={"knockoff": {"budget": 300, "epochs": 1, "lr": 0.01}}, labels=("hard",))
     (a,) = runner.run_matrix(p, tmp_path, data_root=real_root, progress=False)
