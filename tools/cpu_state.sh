@@ -64,7 +64,8 @@ case "${1:-}" in
     cp "$wt/cpu.log" "$state/cpu.log"
     if [ -f "$wt/alive.log" ]; then cp "$wt/alive.log" "$state/alive.log"; fi
     # keep the repository small: once a block's cells are done its checkpoints are needed only by
-    # cpu-extended, which reuses MNIST's Vanilla, InI, AM and MAD units (not EDM's, not FashionMNIST's)
+    # cpu-extended, which reuses MNIST's Vanilla, InI, AM and MAD units (not EDM's, not FashionMNIST's),
+    # and by the probes (tools/probe_run.sh), which reuse both data sets' Vanilla and InI units
     python3 - "$state/$out/victims" "$state/cpu.log" <<'PY'
 import json, sys
 from pathlib import Path
@@ -72,7 +73,7 @@ victims, log = Path(sys.argv[1]), Path(sys.argv[2]).read_text()
 for spec in victims.glob("*/spec.json"):
     s = json.loads(spec.read_text())
     done = f"=== block seed {s['seed']} {s['dataset']} end" in log
-    if done and (s["dataset"] != "mnist" or s["unit"] == "edm"):
+    if done and s["unit"] not in ("vanilla", "ini") and (s["dataset"] != "mnist" or s["unit"] == "edm"):
         for f in spec.parent.glob("*.pt"):
             f.unlink()
 PY

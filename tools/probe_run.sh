@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Issue 17's controlled-change probes (profiles cpu-probe-wide, cpu-probe-long): KnockoffNets
+# cells on the cpu run's own Vanilla and InI victims, run into a copy of the run's folder so the
+# cpu run's folder stays that run alone. Victims are hard links (read only here), records copies.
+# The probes run at the lowest priority (their session's autogroup at nice 19: plain `nice` does
+# not reach across autogroups), so they take only what the cpu run leaves idle.
+#
+#   bash tools/probe_run.sh start    # make the worktree and folder, restore saved cells, run
+#   bash tools/probe_run.sh save     # copy the probe cells and log into state/cpu-run/probe
+#   bash tools/probe_run.sh status
+#
+# SEEDS_FM=0,1 limits FashionMNIST's seeds (its seed-2 victims may not exist yet); start again
+# later with the default (0,1,2): finished cells are cached.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+state=$repo/state/cpu-run/probe
+wt=${PROBE_DIR:-$(dirname "$repo")/proberun}
+run=${CPU_RUN_DIR:-$(dirname "$repo")/cpurun}/results/cpu-new
+out=results/probe
+
+case "${1:-}" in
+  start)
+    if pgrep -f "matrix cpu-probe" >/dev/null; then echo "probes already running"; exit 0; fi
+    commit=$(cat "$state/COMMIT")
+    if [ ! -d "$wt" ]; then
+      git -C "$repo" worktree prune
+      git -C "$repo" worktree add --detach "$wt" "$commit"
+      ln -s "$repo/.venv" "$wt/.venv"
+    fi
+    [ "$(git -C "$wt" rev-parse HEAD)" = "$(git -C "$repo" rev-parse "$commit")" ] \
+      || { echo "$wt is not at the pinned commit $commit" >&2; exit 2; }
+    mkdir -p "$wt/$out/victims" "$wt/$out/records" "$wt/$out/runs"
+    # victims: links to the run's finished units (new ones appear as the run trains them)
+    (cd "$run/victims" && find . -type f ! -name '.lock*' ! -name '*.tmp' ! -path '*/partial/*' -print0 \
+      | xargs -0 -I{} cp -nl --parents {} "$wt/$out/victims/")
+    cp -an "$run/records/." "$wt/$out/records/"
+    if [ -d "$state/records" ]; then cp -an "$state/records/." "$wt/$out/records/"; fi
+    cat > "$wt/probe.sh" <<EOF
+set -u
+cd "$wt"
+export STEALBENCH_DATA=\${STEALBENCH_DATA:-$(dirname "$repo")/shared/data}
+echo 19 > /proc/self/autogroup 2>/dev/null || true
+for labels in soft hard; do
+  for prof in cpu-probe-wide cpu-probe-long; do
+    for ds in mnist fashionmnist; do
+      seeds=0,1,2; [ "\$ds" = fashionmnist ] && seeds=${SEEDS_FM:-0,1,2}
+      echo "=== \$prof \$ds \$labels seeds \$seeds start \$(date -u +%FT%TZ)"
+      nice -n 19 .venv/bin/python -m bench.run --matrix \$prof --datasets \$ds --labels \$labels \\
+        --seeds \$seeds --jobs 2 --out $out --no-progress || echo "=== FAILED rc \$?"
+      echo "=== \$prof \$ds \$labels end \$(date -u +%FT%TZ)"
+    done
+  done
+done
+echo "=== probes complete \$(date -u +%FT%TZ)"
+EOF
+    nohup setsid bash "$wt/probe.sh" >> "$wt/probe.log" 2>&1 < /dev/null &
+    echo "probes started in $wt (log: $wt/probe.log)"
+    ;;
+  save)
+    mkdir -p "$state/records/cells"
+    # only the probes' own cells: the rest are the cpu run's, saved by cpu_state.sh
+    grep -l '"profile": "cpu-probe' "$wt/$out/records/cells/"*.json 2>/dev/null \
+      | xargs -r -I{} cp -p {} "$state/records/cells/"
+    if [ -f "$wt/probe.log" ]; then cp "$wt/probe.log" "$state/probe.log"; fi
+    echo "probe cells saved: $(ls "$state/records/cells" | wc -l)"
+    ;;
+  status)
+    grep -E '^=== ' "$wt/probe.log" | tail -3
+    echo "probe cells: $(grep -l '"profile": "cpu-probe' "$wt/$out/records/cells/"*.json 2>/dev/null | wc -l) of 48"
+    ;;
+  *) echo "usage: tools/probe_run.sh start|save|status" >&2; exit 2 ;;
+esac
