@@ -13,6 +13,7 @@
 #   bash tools/cpu_state.sh pause|cont   # stop / continue the run (e.g. around the test suite)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
+. "$repo/tools/pinned_worktree.sh"
 state=$repo/state/cpu-run
 wt=${CPU_RUN_DIR:-$(dirname "$repo")/cpurun}
 out=results/cpu-new
@@ -31,14 +32,7 @@ case "${1:-}" in
       "$repo/.venv/bin/pip" install -q torch==2.14.1 torchvision==0.29.1
       "$repo/.venv/bin/pip" install -q -e "$repo[dev,dask,art]"
     fi
-    if [ ! -d "$wt" ]; then
-      git -C "$repo" worktree prune
-      git -C "$repo" worktree add --detach "$wt" "$commit"
-      ln -s "$repo/.venv" "$wt/.venv"
-    fi
-    [ "$(git -C "$wt" rev-parse HEAD)" = "$(git -C "$repo" rev-parse "$commit")" ] \
-      || { echo "$wt is not at the pinned commit $commit" >&2; exit 2; }
-    [ -z "$(git -C "$wt" status --porcelain --untracked-files=no)" ] || { echo "$wt has changes" >&2; exit 2; }
+    pinned_worktree "$repo" "$wt" "$commit"
     mkdir -p "$wt/$out"
     if [ -d "$state/$out" ]; then cp -an "$state/$out/." "$wt/$out/"; fi
     for f in cpu.log alive.log; do

@@ -13,6 +13,7 @@
 # later with the default (0,1,2): finished cells are cached.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
+. "$repo/tools/pinned_worktree.sh"
 state=$repo/state/cpu-run/probe
 wt=${PROBE_DIR:-$(dirname "$repo")/proberun}
 run=${CPU_RUN_DIR:-$(dirname "$repo")/cpurun}/results/cpu-new
@@ -22,13 +23,7 @@ case "${1:-}" in
   start)
     if pgrep -f "matrix cpu-probe" >/dev/null; then echo "probes already running"; exit 0; fi
     commit=$(cat "$state/COMMIT")
-    if [ ! -d "$wt" ]; then
-      git -C "$repo" worktree prune
-      git -C "$repo" worktree add --detach "$wt" "$commit"
-      ln -s "$repo/.venv" "$wt/.venv"
-    fi
-    [ "$(git -C "$wt" rev-parse HEAD)" = "$(git -C "$repo" rev-parse "$commit")" ] \
-      || { echo "$wt is not at the pinned commit $commit" >&2; exit 2; }
+    pinned_worktree "$repo" "$wt" "$commit"
     mkdir -p "$wt/$out/victims" "$wt/$out/records" "$wt/$out/runs"
     # victims: links to the run's finished units (new ones appear as the run trains them)
     (cd "$run/victims" && find . -type f ! -name '.lock*' ! -name '*.tmp' ! -path '*/partial/*' -print0 \
