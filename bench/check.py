@@ -310,7 +310,8 @@ def parse_args(argv=None):
                     "../shared/data next to the repository if it exists, else the harness's)")
     ap.add_argument("--allow-failed", action="store_true",
                     help="with --update: record failed cells as null instead of refusing")
-    ap.add_argument("--profile", default="ci", help="matrix profile (default ci)")
+    ap.add_argument("--profile", default=None,
+                    help="matrix profile (default: the baseline's, else ci)")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
     ap.add_argument("--seeds", help=f"comma-separated seeds (default: the baseline's; at least {MIN_SEEDS})")
     ap.add_argument("--allow-few-seeds", action="store_true", help=argparse.SUPPRESS)  # unit tests
@@ -331,7 +332,18 @@ def main(argv=None) -> int:
         return 2
 
 
+def baseline_profile(path: Path) -> str | None:
+    """The profile a baseline file names, or None (no file, unreadable: load_baseline says why)."""
+    try:
+        b = read_json(path)
+    except (CorruptFileError, OSError):
+        return None
+    return b.get("profile") if isinstance(b, dict) else None
+
+
 def _main(a) -> int:
+    if a.profile is None:   # a slice baseline of another profile checks without repeating it
+        a.profile = baseline_profile(a.baseline) or "ci"
     try:
         profile = _get_profile(a.profile)
     except ValueError as e:

@@ -265,6 +265,9 @@ def test_update_from_a_finished_run(real_root, tiny_profile, tmp_path, monkeypat
     # without --update: a check of the finished run's records, nothing re-run
     assert check.main(["--profile", "tiny", "--baseline", str(base), "--seeds", "0", "--allow-few-seeds",
                        "--from", str(tmp_path / "run")]) == 0
+    # the profile defaults to the one the baseline names (before: always ci, refused with exit 2)
+    assert check.main(["--baseline", str(base), "--seeds", "0", "--allow-few-seeds",
+                       "--from", str(tmp_path / "run")]) == 0
 
 
 def test_calibrate_widens_tolerances_from_platform_runs(baselined, tmp_path, capsys):
