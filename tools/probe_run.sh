@@ -19,9 +19,14 @@ wt=${PROBE_DIR:-$(dirname "$repo")/proberun}
 run=${CPU_RUN_DIR:-$(dirname "$repo")/cpurun}/results/cpu-new
 out=results/probe
 
+probe_cells() {   # the probes' own cell records (the rest are the cpu run's, saved by cpu_state.sh)
+  grep -l '"profile": "cpu-probe' "$wt/$out/records/cells/"*.json 2>/dev/null || true
+}
+
 case "${1:-}" in
   start)
-    if pgrep -f "matrix cpu-probe" >/dev/null; then echo "probes already running"; exit 0; fi
+    # the loop, not a bench.run: between two invocations no bench.run is alive
+    if pgrep -f 'probe\.sh$' >/dev/null; then echo "probes already running"; exit 0; fi
     commit=$(cat "$state/COMMIT")
     pinned_worktree "$repo" "$wt" "$commit"
     mkdir -p "$wt/$out/victims" "$wt/$out/records" "$wt/$out/runs"
@@ -53,15 +58,13 @@ EOF
     ;;
   save)
     mkdir -p "$state/records/cells"
-    # only the probes' own cells: the rest are the cpu run's, saved by cpu_state.sh
-    grep -l '"profile": "cpu-probe' "$wt/$out/records/cells/"*.json 2>/dev/null \
-      | xargs -r -I{} cp -p {} "$state/records/cells/"
+    probe_cells | xargs -r -I{} cp -p {} "$state/records/cells/"
     if [ -f "$wt/probe.log" ]; then cp "$wt/probe.log" "$state/probe.log"; fi
     echo "probe cells saved: $(ls "$state/records/cells" | wc -l)"
     ;;
   status)
     grep -E '^=== ' "$wt/probe.log" | tail -3
-    echo "probe cells: $(grep -l '"profile": "cpu-probe' "$wt/$out/records/cells/"*.json 2>/dev/null | wc -l) of 48"
+    echo "probe cells: $(probe_cells | wc -l) of 48"
     ;;
   *) echo "usage: tools/probe_run.sh start|save|status" >&2; exit 2 ;;
 esac
