@@ -344,3 +344,13 @@ def test_default_cell_budget_bounds_a_round():
     per-query loop, 17.9 s per batch of 128 on an H100) would time 2,000 runs per round."""
     assert speed.parse_args([]).cell_budget == speed.DEFAULT_CELL_BUDGET > 0
     assert speed.parse_args(["--cell-budget", "0"]).cell_budget == 0
+
+
+def test_mad_full_backward_row_is_the_originals_option_not_its_default():
+    """Issue 13 item 9: the original MAD code differentiates w.r.t. the last layer by default;
+    the whole-network backward is its max_grad_layer='all' option, and the row must say so."""
+    from bench.costmodel import MAD_KINDS, _predict_mad
+    rows = _predict_mad(next(iter(MAD_KINDS)), "reference", PRIM, B=2, C=10)
+    full = [label for _, label in rows if "M_b,full" in label]
+    assert full and "max_grad_layer='all'" in full[0] and "default: last layer" in full[0]
+    assert not any("whole-network" in label for _, label in rows)

@@ -10,7 +10,8 @@
 #   bash tools/probe_run.sh status
 #
 # SEEDS_FM=0,1 limits FashionMNIST's seeds (its seed-2 victims may not exist yet); start again
-# later with the default (0,1,2): finished cells are cached.
+# later with the default (0,1,2): finished cells are cached. LABELS='soft' and PROFILES='cpu-probe-wide'
+# narrow the loop (defaults: 'soft hard', 'cpu-probe-wide cpu-probe-long').
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 . "$repo/tools/pinned_worktree.sh"
@@ -35,13 +36,14 @@ case "${1:-}" in
       | xargs -0 -I{} cp -nl --parents {} "$wt/$out/victims/")
     cp -an "$run/records/." "$wt/$out/records/"
     if [ -d "$state/records" ]; then cp -an "$state/records/." "$wt/$out/records/"; fi
+    if [ -f "$state/probe.log" ] && [ ! -f "$wt/probe.log" ]; then cp "$state/probe.log" "$wt/probe.log"; fi
     cat > "$wt/probe.sh" <<EOF
 set -u
 cd "$wt"
 export STEALBENCH_DATA=\${STEALBENCH_DATA:-$(dirname "$repo")/shared/data}
 echo 19 > /proc/self/autogroup 2>/dev/null || true
-for labels in soft hard; do
-  for prof in cpu-probe-wide cpu-probe-long; do
+for labels in ${LABELS:-soft hard}; do
+  for prof in ${PROFILES:-cpu-probe-wide cpu-probe-long}; do
     for ds in mnist fashionmnist; do
       seeds=0,1,2; [ "\$ds" = fashionmnist ] && seeds=${SEEDS_FM:-0,1,2}
       echo "=== \$prof \$ds \$labels seeds \$seeds start \$(date -u +%FT%TZ)"
