@@ -98,3 +98,16 @@ def welch_interval(a, b, level: float = 0.95):
         return diff, None, None
     _, se2, df = _welch_parts(a, b)
     return diff, (t_quantile(level, df) * math.sqrt(se2) if se2 else 0.0), p
+
+
+def paired_interval(a, b, level: float = 0.95):
+    """The paired t-test on a - b, seed by seed (the same victim under two attacks): (mean
+    difference, half-width of its t interval, two-sided p); the last two None with fewer than two pairs."""
+    d = [x - y for x, y in zip(a, b) if x is not None and y is not None]
+    if not d:
+        return None, None, None
+    m, half = interval(d, level)
+    if half is None:
+        return m, None, None
+    se = statistics.stdev(d) / math.sqrt(len(d))
+    return m, half, (t_sf2(m / se, len(d) - 1) if se else (1.0 if m == 0 else 0.0))
