@@ -1,7 +1,8 @@
 """A controlled change's effect: the cells of one profile beside those of another that attacks the
 same victims (same victim keys) with one thing changed (a wider clone, longer clone training).
 
-    python -m bench.contrast --base cpu --changed cpu-probe-wide --results DIR --out FILE.md
+    python -m bench.contrast --base cpu --changed cpu-probe-wide \
+        --results results/cpu results/cpu-probe-wide --out results/cpu-probe-wide/contrast.md
 
 Rendered from cell records only. Per (data set, label, defense): the base and the changed
 clone accuracy over seeds (mean ± std, each seed's value), the change (a paired t interval over
@@ -106,14 +107,18 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.contrast", description=__doc__.split("\n\n")[0])
     ap.add_argument("--base", required=True, help="the profile without the change (e.g. cpu)")
     ap.add_argument("--changed", required=True, help="the profile with it (e.g. cpu-probe-wide)")
-    ap.add_argument("--results", type=Path, required=True, help="folder holding both profiles' records/")
+    ap.add_argument("--results", type=Path, nargs="+", required=True,
+                    help="folder(s) holding the two profiles' records/ (a run folder, or committed results)")
     ap.add_argument("--out", type=Path, required=True, help="the Markdown file to write (a .csv beside it)")
     a = ap.parse_args(argv)
-    if not (a.results / "records").is_dir():
-        print(f"error: {a.results} holds no records/ folder; pass the run folder bench.run wrote", file=sys.stderr)
-        return 2
+    for folder in a.results:
+        if not (folder / "records").is_dir():
+            print(f"error: {folder} holds no records/ folder; pass a folder bench.run wrote or a results/ folder",
+                  file=sys.stderr)
+            return 2
+    recs = [r for folder in a.results for r in R.load_all(folder)]
     try:
-        md, table = render(R.load_all(a.results), a.base, a.changed)
+        md, table = render(recs, a.base, a.changed)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
