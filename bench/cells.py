@@ -37,7 +37,7 @@ def run_cell(profile, dataset, defense_name, attack_name, label, seed, out, data
             rec.attack_params["clone_arch_params"] = dict(profile.clone_arch_params)
         roles = load_roles(profile, dataset, data_root)
         test = roles["test"]
-        tape = CheckpointTape(rec, test, device)
+        tape = CheckpointTape(rec, test, device) if profile.clone_checkpoints else None
         from .shadow import attacker_view   # the defense's name, public params and factory
         actx = AttackContext(clone_arch=profile.arch, num_classes=roles["num_classes"],
                              in_channels=roles["in_channels"], input_size=roles["input_size"],
@@ -53,7 +53,7 @@ def run_cell(profile, dataset, defense_name, attack_name, label, seed, out, data
             clone = attack.run(oracle, actx)
             clone_top1 = predict(clone, test.x, device).argmax(1)
         except Refused as refusal:   # a stream monitor stopped the account: score what it had
-            clone_top1 = tape.last_top1
+            clone_top1 = tape.last_top1 if tape else None
             rec.detected_at, rec.detection = refusal.answered, {**refusal.verdict, "clone": (
                 "last checkpoint" if clone_top1 is not None else "none: refused before a clone existed")}
         rec.attack_log = json.loads(json.dumps(getattr(attack, "log", {}) or {}, default=str))
@@ -63,7 +63,7 @@ def run_cell(profile, dataset, defense_name, attack_name, label, seed, out, data
         if clone_top1 is not None:
             rec.clone_acc = accuracy(clone_top1, test.y)
             rec.fidelity = accuracy(clone_top1, victim_top1)
-        rec.clone_acc_best = max(rec.clone_acc_checkpoints, default=rec.clone_acc)
+        rec.clone_acc_best = max(rec.clone_acc_checkpoints, default=rec.clone_acc) if tape else None
         rec.relative = rec.clone_acc / rec.benign_acc if rec.benign_acc and rec.clone_acc is not None else None
         rec.queries_used, rec.budget = oracle.queries_used, oracle.budget
         rec.curve = {str(b): accuracy(predict(c, test.x, device).argmax(1), test.y)

@@ -50,6 +50,19 @@ def test_same_seed_same_numbers(real_root, tiny_profile, tmp_path, capsys):
     assert "KnockoffNets" in table and "JBDA" in table
 
 
+def test_clone_checkpoints_off_records_the_same_final_clone(real_root, tiny_profile, tmp_path):
+    """Testing the clone every epoch/round only measures: off (the ci profile), the final clone
+    and its accuracy are the same, and no best-epoch accuracy is claimed."""
+    on = runner.run_matrix(tiny_profile, tmp_path / "on", data_root=real_root, progress=False)
+    off = runner.run_matrix(replace(tiny_profile, clone_checkpoints=False), tmp_path / "off",
+                            data_root=real_root, progress=False)
+    assert _metrics(off) == _metrics(on) and all(r.status == "ok" for r in off)
+    assert all(r.clone_acc_checkpoints == [] and r.clone_acc_best is None for r in off)
+    assert all(r.clone_acc_best is not None for r in on)
+    from bench.profiles import get_profile
+    assert not get_profile("ci").clone_checkpoints and get_profile("cpu").clone_checkpoints
+
+
 def test_interrupted_victim_resumes(real_root, tiny_profile, tmp_path):
     p = replace(tiny_profile, attacks={"knockoff": {"budget": 100, "epochs": 1}}, labels=("hard",))
     runner.run_matrix(p, tmp_path, data_root=real_root, progress=False)
