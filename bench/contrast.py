@@ -5,16 +5,16 @@ same victims (same victim keys) with one thing changed (a wider clone, longer cl
         --results results/cpu results/cpu-probe-wide --out results/cpu-probe-wide/contrast.md
 
 Rendered from cell records only. Per (data set, label, defense): the base and the changed
-clone accuracy over seeds (mean ± std, each seed's value), the change (a paired t interval over
-seeds, 95 %, * where p < 0.05: both attack the same victim), and, per (data set, label), each defense's gap to Vanilla under both, which
-says whether the change moves the ranking. A seed counts only where both profiles have it.
+clone accuracy over seeds (mean ± std, each seed's value) and the change (a paired t interval
+over seeds, 95 %, * where p < 0.05: both attack the same victim); per (data set, label), each
+defense's gap to Vanilla under both, which says whether the change moves the ranking. A seed
+counts only where both profiles have it.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import io
-import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -22,7 +22,7 @@ from pathlib import Path
 from . import records as R
 from .io import write_text
 from .stats import paired_interval, welch_interval
-from .tables import fmt_vs
+from .tables import Stat, fmt_stat, fmt_vs
 
 
 def paired(recs, base: str, changed: str) -> dict:
@@ -38,12 +38,6 @@ def paired(recs, base: str, changed: str) -> dict:
             b, c = pair[base], pair[changed]
             out[(c.dataset, c.label, c.defense)][c.seed] = (b.clone_acc, c.clone_acc)
     return out
-
-
-def _ms(vals) -> str:
-    if len(vals) < 2:
-        return f"{vals[0]:.2f}" if vals else "—"
-    return f"{statistics.fmean(vals):.2f}±{statistics.stdev(vals):.2f}"
 
 
 def rows(pairs: dict) -> list[dict]:
@@ -88,7 +82,7 @@ def render(recs, base: str, changed: str) -> tuple[str, str]:
     for r in table:
         per = ", ".join(f"{b:.2f} → {c:.2f}" for b, c in zip(r["base"], r["changed"]))
         lines.append(f"| {r['dataset']} | {r['label']} | {r['defense']} | {','.join(map(str, r['seeds']))} | "
-                     f"{_ms(r['base'])} | {_ms(r['changed'])} | {r['change']} | {per} |")
+                     f"{fmt_stat(Stat.of(r['base']))} | {fmt_stat(Stat.of(r['changed']))} | {r['change']} | {per} |")
     lines += ["", "Each defense's clone minus Vanilla's (Welch's 95 % interval), under each:", "",
               "| data set | label | defense | seeds | base | changed |", "|---|---|---|---|---|---|"]
     for g in gaps(pairs):
