@@ -35,12 +35,16 @@ main() {
   echo "=== cpu run complete $(date -u +%FT%TZ)"
   # issue 15's matrix: the same MNIST victims (same cache keys in the same folder), the defenses
   # and attacks beyond the paper
+  # EXT_ATTACKS=a,b,...: only those attacks' cells (e.g. while one attack is being fixed); the
+  # run then stops before the summary, which would run the missing cells one at a time
   for seed in 0 1 2; do
-    echo "=== block extended seed $seed start $(date -u +%FT%TZ)"
+    echo "=== block extended seed $seed start $(date -u +%FT%TZ)${EXT_ATTACKS:+ (attacks $EXT_ATTACKS)}"
     .venv/bin/python -m bench.run --matrix cpu-extended --seeds "$seed" --jobs 2 \
+      ${EXT_ATTACKS:+--attacks "$EXT_ATTACKS"} \
       --out results/cpu-new || { echo "=== block extended seed $seed FAILED rc $?"; exit 1; }
     echo "=== block extended seed $seed end $(date -u +%FT%TZ)"
   done
+  if [ -n "${EXT_ATTACKS:-}" ]; then echo "=== cpu-extended blocks done for $EXT_ATTACKS only"; exit 0; fi
   summarize cpu-extended
   echo "=== cpu-extended run complete $(date -u +%FT%TZ)"
 }
