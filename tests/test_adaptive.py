@@ -177,9 +177,33 @@ def test_map_undoes_a_fixed_class_permutation():
     fixed permutation. The map learned on pairs recovers the top-1 on fresh vectors."""
     perm = torch.roll(torch.arange(10), 3)
     train, test = generated_probs(2000, 0), generated_probs(500, 1)
-    m = fit_answer_map(train[:, perm], train, steps=1500, generator=torch.Generator().manual_seed(0))
+    m = fit_answer_map(train[:, perm], train, steps=1500, generator=torch.Generator().manual_seed(0),
+                       frame="classes")   # a class-specific rule: the sorted frame cannot see it
     assert agreement(test[:, perm], test) < 0.2
     assert agreement(apply_map(m, test[:, perm]), test) > 0.9
+
+
+def spiked(probs, classes, eps=0.75):
+    """MAD's mixing, y' = (1 - a) y + a e_k with a = eps / ||y - e_k||_1, the spike k being the
+    least likely of ``classes`` (a secret surrogate favours a few classes of its own)."""
+    k = classes[probs[:, classes].argmin(1)]
+    e = torch.nn.functional.one_hot(k, probs.shape[1]).float()
+    a = (eps / (probs - e).abs().sum(1, keepdim=True)).clamp(0, 1)
+    return (1 - a) * probs + a * e
+
+
+@pytest.mark.parametrize("frame,recovers", [("sorted", True), ("classes", False)])
+def test_map_learns_the_spike_rule_not_the_shadows_classes(frame, recovers):
+    """MAD-like answers whose spike goes to classes 0-2 on the shadow and to 7-9 on the victim:
+    the sorted-frame map learns "the spike is not the answer" and restores the victim's top-1
+    where the spike overtook it; the class-frame map learns the shadow's classes and does not."""
+    train, test = generated_probs(4000, 0, temp=1.5), generated_probs(1000, 1, temp=1.5)
+    m = fit_answer_map(spiked(train, torch.tensor([0, 1, 2])), train, steps=1500,
+                       generator=torch.Generator().manual_seed(0), frame=frame)
+    served = spiked(test, torch.tensor([7, 8, 9]))
+    raw, mapped = agreement(served, test), agreement(apply_map(m, served), test)
+    assert raw < 0.9
+    assert (mapped > raw + 0.5 * (1 - raw)) == recovers
 
 
 def test_map_undoes_a_strong_reverse_sigmoid():
@@ -259,7 +283,8 @@ def test_hard_labels_are_one_hot_for_the_map():
 
 @pytest.mark.parametrize("bad,match", [({"budget": 0}, "budget"), ({"shadow_epochs": 0}, "shadow_epochs"),
                                        ({"sharpness_spread": (1.0, -1.0)}, "sharpness_spread"),
-                                       ({"extra_images": -1}, "extra_images")])
+                                       ({"extra_images": -1}, "extra_images"),
+                                       ({"map_frame": "rank"}, "map_frame")])
 def test_bad_params(bad, match):
     with pytest.raises(ValueError, match=match):
         get_attack("adaptive", **bad)
