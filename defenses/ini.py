@@ -32,6 +32,8 @@ step; the clone's VJPs and JVPs come on top.
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, jvp, vjp
@@ -223,6 +225,10 @@ class InI(Defense):
     def before_step(self, sur: Surrogate, v, x, xo, step: int) -> None:
         """Called before each of V's steps; InI's surrogate stays as initialized."""
 
+    def ind_target(self, xo, zco) -> torch.Tensor:
+        """The induction term's target on the OOD batch: the surrogate's logits (detached)."""
+        return zco.detach()
+
     def step_state(self, sur: Surrogate) -> dict:
         """Set up what before_step changes and name it for fit's checkpoints (resumable
         training): nothing for InI, whose surrogate is rebuilt from the seed."""
@@ -258,7 +264,7 @@ class InI(Defense):
                 with torch.no_grad():
                     zco = sur.model(xo)
             if "ind" in need:
-                loss = (centred_l1 if p["ind_loss"] == "code" else kl_c_v)(zco.detach(), zvo)
+                loss = (centred_l1 if p["ind_loss"] == "code" else kl_c_v)(self.ind_target(xo, zco), zvo)
                 values["ind"] = loss.detach()
                 cot["ind"] = (zvo, p["w_ind"] * torch.autograd.grad(loss, zvo, retain_graph=True)[0])
         grads = []
@@ -282,7 +288,7 @@ class InI(Defense):
         g1 = flat(torch.autograd.grad(ADV_LOSSES[p["adv_loss"]](zc, zv), list(cp.values()), create_graph=True))
         g2 = flat(torch.autograd.grad(F.cross_entropy(zc, y), list(cp.values()), retain_graph=True)).detach()
         raw["iso"] = F.cosine_similarity(g1, g2, dim=0)
-        raw["ind"] = (centred_l1 if p["ind_loss"] == "code" else kl_c_v)(zco.detach(), zvo)
+        raw["ind"] = (centred_l1 if p["ind_loss"] == "code" else kl_c_v)(self.ind_target(xo, zco), zvo)
         g3 = flat(torch.autograd.grad(kl_c_v(zco, zvo), list(cp.values()), create_graph=True))
         raw["gradnorm"] = g3.abs().mean() if p["ind_loss"] == "code" else g3.norm()
         weight = {"ben": 1.0, "iso": p["w_iso"], "ind": p["w_ind"], "gradnorm": p["w_gradnorm"]}
@@ -318,14 +324,25 @@ class InIAdversarialSurrogate(InI):
     """Table C.1: InI whose surrogate adversary is trained against V, alternating with V's steps.
 
     Every ``adv_every`` steps of V, the surrogate C takes one SGD step (lr ``adv_lr``) on the
-    adversary's loss (``adv_loss``, the isolation term's: C learns V's served answers) on the
-    ID and OOD batches, V's outputs taken in eval mode, as the deployed model answers them.
+    adversary's training loss (``adv_train_loss``: C learns V's served answers) on the ID and
+    OOD batches, V's outputs taken in eval mode, as the deployed model answers them. The
+    isolation and gradient-norm terms use this C; the induction term's target stays the fixed,
+    untrained C (``ind_target``). Two choices made after the first version broke training on
+    MNIST (seed 0, cpu-extended, at 1b69dfc: both victims answered one class to every test
+    image, benign accuracy 13.4 % and 9.7 %):
+    - C trains on soft cross-entropy, the attacker's own loss (KnockoffNets'), whose gradient on
+      C's logits is bounded (p_C - p_V); KL(p_C || p_V) (the isolation term's ``adv_loss``,
+      ``adv_train_loss="kl"``) scales C's steps with -log p_V, about 100 off a confident V's
+      top-1, and C's logits blew up;
+    - with the adversarial C as the induction target, V's OOD logits chased C's while C learned
+      V's answers: in a one-epoch check (12,800 MNIST images, ini-adv-strong) training went NaN
+      even with soft cross-entropy; with the fixed target it reached 78.6 % (InI: 86.5 %).
     C keeps its BatchNorm in eval mode (running statistics), as InI's fixed surrogate does.
     The paper does not publish its two settings ("Adv Training 1/2"); ``ini-adv`` is a weak
     adversary (lr 0.01, every 10 steps) and ``ini-adv-strong`` a strong one (lr 0.1, every step).
     """
     label = "InI, adversarial C"
-    defaults = {**InI.defaults, "adv_lr": 0.01, "adv_every": 10}
+    defaults = {**InI.defaults, "adv_lr": 0.01, "adv_every": 10, "adv_train_loss": "softce"}
 
     def _check_params(self):
         super()._check_params()
@@ -334,6 +351,8 @@ class InIAdversarialSurrogate(InI):
             raise ValueError(f"{self.name}: adv_every must be an int >= 1, got {p['adv_every']!r}")
         if not p["adv_lr"] > 0:
             raise ValueError(f"{self.name}: adv_lr must be > 0, got {p['adv_lr']!r}")
+        if p["adv_train_loss"] not in ADV_LOSSES:
+            raise ValueError(f"{self.name}: adv_train_loss={p['adv_train_loss']!r}; accepted: {sorted(ADV_LOSSES)}")
 
     def before_step(self, sur, v, x, xo, step):
         if step % self.params["adv_every"]:
@@ -347,12 +366,22 @@ class InIAdversarialSurrogate(InI):
         c.requires_grad_(True)
         opt = self.aux["adv_opt"]
         opt.zero_grad(set_to_none=True)
-        ADV_LOSSES[self.params["adv_loss"]](c(xs), zv).backward()
+        ADV_LOSSES[self.params["adv_train_loss"]](c(xs), zv).backward()
         opt.step()   # in place: the surrogate's detached parameter views see the update
         c.requires_grad_(False)
 
+    def ind_target(self, xo, zco) -> torch.Tensor:
+        """The fixed surrogate's logits: induction keeps pulling V's OOD answers towards an
+        untrained network's, not towards the adversarial C, which learns V's answers (with C as
+        the target, V's OOD logits and C's chased each other: the ``kl`` victims collapsed, and
+        with soft cross-entropy the 1-epoch check went NaN; generated-data test below)."""
+        with torch.no_grad():
+            return self.aux["fixed"](xo)
+
     def step_state(self, sur):
-        """C and its optimizer, made once per fit (so a second fit never steps an old C)."""
+        """C and its optimizer, made once per fit (so a second fit never steps an old C); the
+        fixed copy is taken here, before fit restores a checkpoint's C, so it is C's init."""
+        self.aux["fixed"] = copy.deepcopy(sur.model).requires_grad_(False)
         self.aux["adv_opt"] = torch.optim.SGD(sur.model.parameters(), lr=self.params["adv_lr"], momentum=0.9)
         return {"surrogate": sur.model, "adv_opt": self.aux["adv_opt"]}
 

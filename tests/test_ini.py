@@ -231,12 +231,64 @@ def test_adversarial_surrogate_learns_the_victim(name):
         assert kl_c_v(used(x), zv) < kl_c_v(fresh(x), zv)
 
 
+class Saturated(torch.nn.Module):
+    """A generated victim as confident as a trained one: logits 100x a random linear map."""
+
+    def __init__(self, d_in):
+        super().__init__()
+        torch.manual_seed(3)
+        self.lin = torch.nn.Linear(d_in, 10)
+
+    def forward(self, x):
+        return 100 * self.lin(x.flatten(1))
+
+
+@pytest.mark.parametrize("loss,bounded", [("softce", True), ("kl", False)])
+def test_adversary_steps_stay_bounded_against_a_confident_victim(loss, bounded):
+    """C's training loss against a confident V: soft cross-entropy keeps C's logits in range;
+    KL(p_C || p_V) scales C's steps with -log p_V and they blow up (what collapsed the MNIST
+    ini-adv victims; generated data)."""
+    torch.manual_seed(0)
+    ctx = tiny_ctx(n=128)
+    d = get_defense("ini-adv-strong", adv_train_loss=loss)
+    d.build(ctx)
+    sur = d.make_surrogate(ctx)
+    d.step_state(sur)
+    x, xo = ctx.id_train.x[:64], ctx.ood_train.x[:64]
+    v = Saturated(x[0].numel())
+    for step in range(5):
+        d.before_step(sur, v, x, xo, step)
+    with torch.no_grad():
+        z = sur.model(torch.cat([x, xo]))
+    assert bool(torch.isfinite(z).all() and z.abs().max() < 100) == bounded
+
+
+def test_induction_target_stays_the_untrained_surrogate():
+    """The adversarial C moves; the induction term's target is still C's init (generated data)."""
+    torch.manual_seed(0)
+    ctx = tiny_ctx(n=128)
+    d = get_defense("ini-adv-strong")
+    d.build(ctx)
+    sur = d.make_surrogate(ctx)
+    d.step_state(sur)
+    x, xo = ctx.id_train.x[:64], ctx.ood_train.x[:64]
+    for step in range(3):
+        d.before_step(sur, Saturated(x[0].numel()), x, xo, step)
+    with torch.no_grad():
+        init, moved = d.make_surrogate(ctx).model(xo), sur.model(xo)
+    assert not torch.allclose(moved, init)
+    assert torch.equal(d.ind_target(xo, moved), init)
+    assert torch.equal(get_defense("ini").ind_target(xo, moved), moved)
+
+
 def test_adversarial_surrogate_parameters_checked():
     with pytest.raises(ValueError, match="adv_every must be an int >= 1"):
         get_defense("ini-adv", adv_every=0)
     with pytest.raises(ValueError, match="adv_lr must be > 0"):
         get_defense("ini-adv", adv_lr=0.0)
     assert get_defense("ini-adv-strong").params["adv_lr"] == 0.1
+    with pytest.raises(ValueError, match="adv_train_loss='mse'; accepted"):
+        get_defense("ini-adv", adv_train_loss="mse")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (ran on an H100: failed before the fix)")
