@@ -148,7 +148,37 @@ def select_records(records, profile_name, profile) -> list:
     if skipped:
         print(f"note: skipping {skipped} records of other profiles "
               f"({', '.join(sorted({r.profile for r in others if r.key not in shared}))})", file=sys.stderr)
-    return [r for r in records if r.profile == profile_name or r.key in shared]
+    kept = [r for r in records if r.profile == profile_name or r.key in shared]
+    from .profiles import Profile   # here: get_profile may run where the profiles cannot import
+    if not isinstance(profile, Profile):
+        return kept
+    return drop_stale(kept, plan_keys(profile), plan_slots(profile))
+
+
+def plan_slots(profile) -> set:
+    """(kind, data set, defense, attack, label, seed) of every victim and cell the plan names."""
+    from .cells import plan
+    out = set()
+    for ds, d, a, lb, seed in plan(profile):
+        out |= {("victim", ds, d, None, None, seed), ("cell", ds, d, a, lb, seed)}
+    return out
+
+
+def drop_stale(records, keys: set, slots: set) -> list:
+    """A record the plan does not name by key is stale where the plan names another record of its
+    group (a cell's data set, defense, attack and label; a victim's data set and defense) and
+    plans its seed: it was made with parameters the code no longer uses (a default changed since,
+    e.g. an attack's new option), and averaging it in would mix two methods. Records of seeds or
+    parameters the plan does not have (``--seeds``, ``--budget`` overrides) are kept."""
+    group = lambda r: (r.kind, r.dataset, r.defense, getattr(r, "attack", None),   # noqa: E731
+                       getattr(r, "label", None))
+    current = {group(r) for r in records if r.key in keys}
+    stale = [r for r in records if r.key not in keys and group(r) in current and (*group(r), r.seed) in slots]
+    if stale:
+        names = sorted({"/".join(str(g) for g in group(r)[1:] if g) for r in stale})
+        print(f"note: skipping {len(stale)} stale records (made with other parameters than the plan's "
+              f"for the same cells or victims): {', '.join(names)}", file=sys.stderr)
+    return [r for r in records if not any(r is x for x in stale)]
 
 
 def render(results_dir, out, profile_name=None, speed_dir=None, paper_csv=None, clone_metric="final") -> Path:

@@ -283,6 +283,7 @@ def test_a_profile_renders_the_cached_records_another_profile_made_for_its_plan(
     prof = report.get_profile("smoke")
     ds, d, a, lb, seed = ("mnist", "vanilla", "knockoff", "soft", 0)
     mine = S.cell(ds, d, a, lb, 90.0, 99.0, profile="smoke")
+    mine.key = cell_key(prof, ds, d, a, lb, seed)
     theirs = S.cell(ds, d, a, lb, 91.0, 99.0, profile="other")
     theirs.key = cell_key(prof, ds, d, a, lb, seed)
     their_victim = S.victim(ds, d, 99.0, profile="other")
@@ -292,6 +293,31 @@ def test_a_profile_renders_the_cached_records_another_profile_made_for_its_plan(
     kept = report.select_records([mine, theirs, their_victim, stranger], "smoke", prof)
     assert kept == [mine, theirs, their_victim]
     assert report.select_records([mine, theirs], "smoke", None) == [mine]   # profile unknown to the code
+
+
+def test_stale_records_of_a_planned_cell_are_skipped(capsys):
+    """A run folder holds a cell's record from before a parameter change next to the new one:
+    only the one the current plan names is taken; a group the plan names nothing of (an
+    override) is kept whole."""
+    from bench.keys import cell_key, victim_key
+    prof = report.get_profile("smoke")
+    ds, d, a, lb = ("mnist", "vanilla", "knockoff", "soft")
+    new, old = S.cell(ds, d, a, lb, 98.0, 99.0, profile="smoke"), S.cell(ds, d, a, lb, 80.0, 99.0, profile="smoke")
+    new.key, old.key = cell_key(prof, ds, d, a, lb, 0), "old-params"
+    extra_seed = S.cell(ds, d, a, lb, 97.0, 99.0, profile="smoke", seed=7)   # --seeds: not in the plan
+    extra_seed.key = "seed-7"
+    override = S.cell(ds, d, "jbda", lb, 70.0, 99.0, profile="smoke")
+    override.key = "budget-override"
+    v_new, v_old = S.victim(ds, d, 99.0, profile="smoke"), S.victim(ds, d, 10.0, profile="smoke")
+    v_new.key, v_old.key = victim_key(prof, ds, d, 0), "old-victim"
+    kept = report.select_records([old, new, extra_seed, override, v_old, v_new], "smoke", prof)
+    assert kept == [new, extra_seed, override, v_new]
+    assert "skipping 2 stale records" in capsys.readouterr().err
+    # a seed the plan has, not yet re-run under the new parameters, is not averaged in either
+    ci = report.get_profile("ci")
+    new0, old1 = S.cell(ds, d, a, lb, 98.0, 99.0, profile="ci"), S.cell(ds, d, a, lb, 80.0, 99.0, profile="ci", seed=1)
+    new0.key, old1.key = cell_key(ci, ds, d, a, lb, 0), "old-params-seed-1"
+    assert report.select_records([new0, old1], "ci", ci) == [new0]
 
 
 def test_readme_deviations_come_from_the_run_that_made_the_records(tmp_path):
