@@ -337,12 +337,16 @@ class InIAdversarialSurrogate(InI):
     - with the adversarial C as the induction target, V's OOD logits chased C's while C learned
       V's answers: in a one-epoch check (12,800 MNIST images, ini-adv-strong) training went NaN
       even with soft cross-entropy; with the fixed target it reached 78.6 % (InI: 86.5 %).
-    C keeps its BatchNorm in eval mode (running statistics), as InI's fixed surrogate does.
+    C's BatchNorm is in train mode for its own step (``adv_bn="train"``: batch statistics, and
+    its running statistics follow them, as an attacker trains its clone) and in eval mode when
+    the InI terms use it; ``"eval"`` keeps the fixed surrogate's fresh statistics throughout,
+    which leaves C unnormalized: at lr 0.1 every step (ini-adv-strong) training went NaN in the
+    first MNIST epoch even with the two fixes above, while ini-adv (lr 0.01) trained.
     The paper does not publish its two settings ("Adv Training 1/2"); ``ini-adv`` is a weak
     adversary (lr 0.01, every 10 steps) and ``ini-adv-strong`` a strong one (lr 0.1, every step).
     """
     label = "InI, adversarial C"
-    defaults = {**InI.defaults, "adv_lr": 0.01, "adv_every": 10, "adv_train_loss": "softce"}
+    defaults = {**InI.defaults, "adv_lr": 0.01, "adv_every": 10, "adv_train_loss": "softce", "adv_bn": "train"}
 
     def _check_params(self):
         super()._check_params()
@@ -351,6 +355,8 @@ class InIAdversarialSurrogate(InI):
             raise ValueError(f"{self.name}: adv_every must be an int >= 1, got {p['adv_every']!r}")
         if not p["adv_lr"] > 0:
             raise ValueError(f"{self.name}: adv_lr must be > 0, got {p['adv_lr']!r}")
+        if p["adv_bn"] not in ("train", "eval"):
+            raise ValueError(f"{self.name}: adv_bn={p['adv_bn']!r}; accepted: ['eval', 'train']")
         if p["adv_train_loss"] not in ADV_LOSSES:
             raise ValueError(f"{self.name}: adv_train_loss={p['adv_train_loss']!r}; accepted: {sorted(ADV_LOSSES)}")
 
@@ -363,12 +369,12 @@ class InIAdversarialSurrogate(InI):
         with torch.no_grad():
             zv = v(xs)
         v.train()
-        c.requires_grad_(True)
+        c.requires_grad_(True).train(self.params["adv_bn"] == "train")
         opt = self.aux["adv_opt"]
         opt.zero_grad(set_to_none=True)
         ADV_LOSSES[self.params["adv_train_loss"]](c(xs), zv).backward()
         opt.step()   # in place: the surrogate's detached parameter views see the update
-        c.requires_grad_(False)
+        c.requires_grad_(False).eval()
 
     def ind_target(self, xo, zco) -> torch.Tensor:
         """The fixed surrogate's logits: induction keeps pulling V's OOD answers towards an

@@ -281,6 +281,23 @@ def test_induction_target_stays_the_untrained_surrogate():
     assert torch.equal(get_defense("ini").ind_target(xo, moved), moved)
 
 
+@pytest.mark.parametrize("bn", ["train", "eval"])
+def test_adversary_trains_with_batch_statistics_and_serves_in_eval_mode(bn):
+    """adv_bn="train": C's step normalizes with batch statistics, so its running statistics move
+    off the fresh ones (mean 0); "eval" leaves them; either way C is back in eval mode after."""
+    torch.manual_seed(0)
+    ctx = tiny_ctx(n=128)
+    d = get_defense("ini-adv-strong", adv_bn=bn)
+    d.build(ctx)
+    sur = d.make_surrogate(ctx)
+    d.step_state(sur)
+    x, xo = ctx.id_train.x[:64], ctx.ood_train.x[:64]
+    d.before_step(sur, Saturated(x[0].numel()), x, xo, 0)
+    bns = [m for m in sur.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert bns and not sur.model.training
+    assert any(m.running_mean.abs().max() > 0 for m in bns) == (bn == "train")
+
+
 def test_adversarial_surrogate_parameters_checked():
     with pytest.raises(ValueError, match="adv_every must be an int >= 1"):
         get_defense("ini-adv", adv_every=0)
@@ -289,6 +306,8 @@ def test_adversarial_surrogate_parameters_checked():
     assert get_defense("ini-adv-strong").params["adv_lr"] == 0.1
     with pytest.raises(ValueError, match="adv_train_loss='mse'; accepted"):
         get_defense("ini-adv", adv_train_loss="mse")
+    with pytest.raises(ValueError, match="adv_bn='frozen'; accepted"):
+        get_defense("ini-adv", adv_bn="frozen")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (ran on an H100: failed before the fix)")
