@@ -231,6 +231,18 @@ def test_adversarial_surrogate_learns_the_victim(name):
         assert kl_c_v(used(x), zv) < kl_c_v(fresh(x), zv)
 
 
+def adversary(**params):
+    """ini-adv-strong built on generated data, its C and C's optimizer made as fit makes them,
+    and an ID and an OOD batch: for calling before_step (C's adversarial step) directly."""
+    torch.manual_seed(0)
+    ctx = tiny_ctx(n=128)
+    d = get_defense("ini-adv-strong", **params)
+    d.build(ctx)
+    sur = d.make_surrogate(ctx)
+    d.step_state(sur)
+    return d, ctx, sur, ctx.id_train.x[:64], ctx.ood_train.x[:64]
+
+
 class Saturated(torch.nn.Module):
     """A generated victim as confident as a trained one: logits 100x a random linear map."""
 
@@ -248,13 +260,7 @@ def test_adversary_steps_stay_bounded_against_a_confident_victim(loss, bounded):
     """C's training loss against a confident V: soft cross-entropy keeps C's logits in range;
     KL(p_C || p_V) scales C's steps with -log p_V and they blow up (what collapsed the MNIST
     ini-adv victims; generated data)."""
-    torch.manual_seed(0)
-    ctx = tiny_ctx(n=128)
-    d = get_defense("ini-adv-strong", adv_train_loss=loss)
-    d.build(ctx)
-    sur = d.make_surrogate(ctx)
-    d.step_state(sur)
-    x, xo = ctx.id_train.x[:64], ctx.ood_train.x[:64]
+    d, ctx, sur, x, xo = adversary(adv_train_loss=loss)
     v = Saturated(x[0].numel())
     for step in range(5):
         d.before_step(sur, v, x, xo, step)
@@ -265,13 +271,7 @@ def test_adversary_steps_stay_bounded_against_a_confident_victim(loss, bounded):
 
 def test_induction_target_stays_the_untrained_surrogate():
     """The adversarial C moves; the induction term's target is still C's init (generated data)."""
-    torch.manual_seed(0)
-    ctx = tiny_ctx(n=128)
-    d = get_defense("ini-adv-strong")
-    d.build(ctx)
-    sur = d.make_surrogate(ctx)
-    d.step_state(sur)
-    x, xo = ctx.id_train.x[:64], ctx.ood_train.x[:64]
+    d, ctx, sur, x, xo = adversary()
     for step in range(3):
         d.before_step(sur, Saturated(x[0].numel()), x, xo, step)
     with torch.no_grad():
@@ -285,13 +285,7 @@ def test_induction_target_stays_the_untrained_surrogate():
 def test_adversary_trains_with_batch_statistics_and_serves_in_eval_mode(bn):
     """adv_bn="train": C's step normalizes with batch statistics, so its running statistics move
     off the fresh ones (mean 0); "eval" leaves them; either way C is back in eval mode after."""
-    torch.manual_seed(0)
-    ctx = tiny_ctx(n=128)
-    d = get_defense("ini-adv-strong", adv_bn=bn)
-    d.build(ctx)
-    sur = d.make_surrogate(ctx)
-    d.step_state(sur)
-    x, xo = ctx.id_train.x[:64], ctx.ood_train.x[:64]
+    d, ctx, sur, x, xo = adversary(adv_bn=bn)
     d.before_step(sur, Saturated(x[0].numel()), x, xo, 0)
     bns = [m for m in sur.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     assert bns and not sur.model.training
