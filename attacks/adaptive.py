@@ -65,8 +65,9 @@ class AnswerMap(nn.Module):
     so the map is the same for every class order: it learns the defense's rule ("the entry that
     looks like MAD's spike is not the answer"), not which classes the shadow's secret favoured
     (MAD's random surrogate sends its spike to a few classes of its own: on MNIST the victim's
-    and each shadow key's favourite classes differed, and a class-frame map moved the top-1 of 38 %
-    of the victim's answers to the wrong class). ``"classes"``: the MLP sees the classes as they are."""
+    and each shadow key's favourite classes differed, and with a class-frame map the answers'
+    top-1 agreement with the victim's undefended outputs fell from 71.9 % to 56.2 %; sorted:
+    93.9 %). ``"classes"``: the MLP sees the classes as they are."""
 
     def __init__(self, k: int, hidden: int, frame: str = "sorted"):
         super().__init__()
