@@ -152,16 +152,15 @@ def select_records(records, profile_name, profile) -> list:
     from .profiles import Profile   # here: get_profile may run where the profiles cannot import
     if not isinstance(profile, Profile):
         return kept
-    return drop_stale(kept, plan_keys(profile), plan_slots(profile))
+    slots = plan_slots(profile)
+    return drop_stale(kept, shared or plan_keys(profile), slots)
 
 
 def plan_slots(profile) -> set:
     """(kind, data set, defense, attack, label, seed) of every victim and cell the plan names."""
     from .cells import plan
-    out = set()
-    for ds, d, a, lb, seed in plan(profile):
-        out |= {("victim", ds, d, None, None, seed), ("cell", ds, d, a, lb, seed)}
-    return out
+    return {slot for ds, d, a, lb, seed in plan(profile)
+            for slot in (("victim", ds, d, None, None, seed), ("cell", ds, d, a, lb, seed))}
 
 
 def drop_stale(records, keys: set, slots: set) -> list:
@@ -178,7 +177,8 @@ def drop_stale(records, keys: set, slots: set) -> list:
         names = sorted({"/".join(str(g) for g in group(r)[1:] if g) for r in stale})
         print(f"note: skipping {len(stale)} stale records (made with other parameters than the plan's "
               f"for the same cells or victims): {', '.join(names)}", file=sys.stderr)
-    return [r for r in records if not any(r is x for x in stale)]
+    gone = {id(r) for r in stale}
+    return [r for r in records if id(r) not in gone]
 
 
 def render(results_dir, out, profile_name=None, speed_dir=None, paper_csv=None, clone_metric="final") -> Path:
