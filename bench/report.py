@@ -168,11 +168,23 @@ def drop_stale(records, keys: set, slots: set) -> list:
     group (a cell's data set, defense, attack and label; a victim's data set and defense) and
     plans its seed: it was made with parameters the code no longer uses (a default changed since,
     e.g. an attack's new option), and averaging it in would mix two methods. Records of seeds or
-    parameters the plan does not have (``--seeds``, ``--budget`` overrides) are kept."""
+    parameters the plan does not have (``--seeds``, ``--budget`` overrides) are kept. A cell made
+    on a victim the plan no longer names is stale too once the current victim exists, even
+    before its own cell is re-run: its clone stole from the old victim."""
     group = lambda r: (r.kind, r.dataset, r.defense, getattr(r, "attack", None),   # noqa: E731
                        getattr(r, "label", None))
     current = {group(r) for r in records if r.key in keys}
-    stale = [r for r in records if r.key not in keys and group(r) in current and (*group(r), r.seed) in slots]
+    victims_now = {(r.dataset, r.defense, r.seed) for r in records if r.kind == "victim" and r.key in keys}
+
+    def is_stale(r) -> bool:
+        if r.key in keys or (*group(r), r.seed) not in slots:
+            return False
+        vkey = getattr(r, "victim_key", "")   # "" in records older than the field: unknown
+        old_victim = (r.kind == "cell" and vkey and vkey not in keys
+                      and (r.dataset, r.defense, r.seed) in victims_now)
+        return group(r) in current or old_victim
+
+    stale = [r for r in records if is_stale(r)]
     if stale:
         names = sorted({"/".join(str(g) for g in group(r)[1:] if g) for r in stale})
         print(f"note: skipping {len(stale)} stale records (made with other parameters than the plan's "

@@ -313,6 +313,12 @@ def test_stale_records_of_a_planned_cell_are_skipped(capsys):
     kept = report.select_records([old, new, extra_seed, override, v_old, v_new], "smoke", prof)
     assert kept == [new, extra_seed, override, v_new]
     assert "skipping 2 stale records" in capsys.readouterr().err
+    # a cell stolen from the old victim, its own re-run not yet done: stale once the new victim is
+    # there; one on the new victim (a --budget override) stays
+    on_old, on_new = S.cell(ds, d, "jbda", lb, 60.0, 99.0, profile="smoke"), override
+    on_old.key, on_old.victim_key, on_new.victim_key = "jbda-old-victim", "old-victim", v_new.key
+    assert report.select_records([on_old, on_new, v_old, v_new], "smoke", prof) == [on_new, v_new]
+    assert report.select_records([on_old, v_old], "smoke", prof) == [on_old, v_old]   # no new victim yet
     # a seed the plan has, not yet re-run under the new parameters, is not averaged in either
     ci = report.get_profile("ci")
     new0, old1 = S.cell(ds, d, a, lb, 98.0, 99.0, profile="ci"), S.cell(ds, d, a, lb, 80.0, 99.0, profile="ci", seed=1)
