@@ -151,12 +151,8 @@ class AdaptiveKnockoff(Attack):
     def run(self, oracle, actx: AttackContext):
         if actx.query_set is None:
             raise ValueError("adaptive needs a query set (AttackContext.query_set)")
-        b, pool = self.params["budget"], actx.query_set
-        if b > len(pool):
-            raise ValueError(f"adaptive: budget {b} exceeds the query set size {len(pool)}")
-        order = torch.randperm(len(pool), generator=actx.generator(0))   # knockoff's draw
-        x = pool[order[:b]]
-        own = pool[order[b:b + self.params["extra_images"]]]   # never queried
+        b = self.params["budget"]
+        x, own = self.draw(actx)
         answers = torch.cat([oracle.query(x[i:i + 1024]) for i in range(0, b, 1024)])
         self.log = {"defense": actx.defense_info.get("name"), "fallback": None}
         try:
@@ -168,6 +164,15 @@ class AdaptiveKnockoff(Attack):
             warnings.warn(f"adaptive: {self.log['fallback']}", stacklevel=2)
             targets = answers
         return train_new_clone(actx, x, targets, self.params, "adaptive", checkpoint_epochs=True)
+
+    def draw(self, actx: AttackContext):
+        """(queries, own images): KnockoffNets' draw of the budget from the query set, and the
+        next ``extra_images`` of it, which the shadow trains on and the victim never sees."""
+        b, pool = self.params["budget"], actx.query_set
+        if b > len(pool):
+            raise ValueError(f"adaptive: budget {b} exceeds the query set size {len(pool)}")
+        order = torch.randperm(len(pool), generator=actx.generator(0))   # knockoff's draw
+        return pool[order[:b]], pool[order[b:b + self.params["extra_images"]]]
 
     def _invert(self, actx, x, own, answers) -> torch.Tensor:
         """map(answers): the victim's answers with the learned inverse of its defense applied."""

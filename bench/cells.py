@@ -15,10 +15,26 @@ from .roles import load_roles, roles_record
 from .train import accuracy, predict, seed_everything
 from .victims import build_victim, served_top1
 
+def attack_context(profile, defense_name, attack, victim, roles, seed, device="cpu", progress=False,
+                   attacker_arch=None, on_checkpoint=None):
+    """What the attacker is given: the clone's architecture, its query and seed sets, the data's
+    public normalization, and the defense's name, public params and factory (bench.shadow)."""
+    from attacks import AttackContext
+    from .shadow import attacker_view
+    arch = clone_arch_params(profile) if attacker_arch is None else attacker_arch
+    test = roles["test"]
+    return AttackContext(clone_arch=profile.arch, num_classes=roles["num_classes"],
+                         in_channels=roles["in_channels"], input_size=roles["input_size"],
+                         query_set=roles["query"].x, seed_set=seed_set(attack, roles["train"]), device=device,
+                         seed=seed, progress=progress, arch_params=arch, mean=test.mean, std=test.std,
+                         **attacker_view(victim, defense_name, profile.arch, arch, roles, device, seed),
+                         on_checkpoint=on_checkpoint)
+
+
 def run_cell(profile, dataset, defense_name, attack_name, label, seed, out, data_root=None,
              device="cpu", progress=True) -> R.CellRecord:
     """One attack cell; a failure is recorded in the cell's record, never raised."""
-    from attacks import AttackContext, get_attack
+    from attacks import get_attack
     t0 = time.time()
     key = cell_key(profile, dataset, defense_name, attack_name, label, seed)
     params = profile.attacks[attack_name]
@@ -38,15 +54,8 @@ def run_cell(profile, dataset, defense_name, attack_name, label, seed, out, data
         roles = load_roles(profile, dataset, data_root)
         test = roles["test"]
         tape = CheckpointTape(rec, test, device) if profile.clone_checkpoints else None
-        from .shadow import attacker_view   # the defense's name, public params and factory
-        actx = AttackContext(clone_arch=profile.arch, num_classes=roles["num_classes"],
-                             in_channels=roles["in_channels"], input_size=roles["input_size"],
-                             query_set=roles["query"].x, seed_set=seed_set(attack, roles["train"]), device=device,
-                             seed=seed, progress=progress is True, arch_params=attacker_arch,
-                             mean=test.mean, std=test.std,
-                             **attacker_view(victim, defense_name, profile.arch, attacker_arch, roles,
-                                             device, seed),
-                             on_checkpoint=tape)
+        actx = attack_context(profile, defense_name, attack, victim, roles, seed, device,
+                              progress is True, attacker_arch, on_checkpoint=tape)
         oracle = Oracle(victim, attack.budget(), label, device)
         seed_everything(seed)
         try:

@@ -52,11 +52,10 @@ def kl(p, q) -> float:
 
 def main(argv=None) -> int:
     a = parse(argv)
-    from attacks import AttackContext, get_attack
-    from bench.cells import clone_arch_params
+    from attacks import get_attack
+    from bench.cells import attack_context
     from bench.profiles import get_profile
     from bench.roles import load_roles
-    from bench.shadow import attacker_view
     from bench.victims import build_victim
     prof = get_profile(a.profile)
     victim, _ = build_victim(prof, a.dataset, a.defense, a.seed, a.out, a.data_root, "cpu", progress=False)
@@ -67,14 +66,9 @@ def main(argv=None) -> int:
         return 2
     roles = load_roles(prof, a.dataset, a.data_root)
     attack = get_attack("adaptive", **{**prof.attacks["adaptive"], **a.set})
-    arch = clone_arch_params(prof)
-    actx = AttackContext(clone_arch=prof.arch, num_classes=roles["num_classes"], in_channels=roles["in_channels"],
-                         input_size=roles["input_size"], query_set=roles["query"].x, device="cpu", seed=a.seed,
-                         progress=False, arch_params=arch, mean=roles["test"].mean, std=roles["test"].std,
-                         **attacker_view(victim, a.defense, prof.arch, arch, roles, "cpu", a.seed))
-    pool, b = actx.query_set, attack.params["budget"]
-    order = torch.randperm(len(pool), generator=actx.generator(0))   # the attack's own draw
-    x, own = pool[order[:b]], pool[order[b:b + attack.params["extra_images"]]]
+    actx = attack_context(prof, a.defense, attack, victim, roles, a.seed)
+    x, own = attack.draw(actx)   # the attack's own draw
+    b = len(x)
     with torch.no_grad():
         served = torch.cat([victim(x[i:i + 1024]) for i in range(0, b, 1024)]).float()
         clean = torch.cat([victim.base(x[i:i + 1024]) for i in range(0, b, 1024)]).float()
