@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -108,6 +109,9 @@ def _map(fn, profile, items, jobs, args, backend, scheduler):
     if jobs == 1:   # lazily, so progress lines appear as units finish
         return (fn(profile, it, *args) for it in items)
     from joblib import Parallel, delayed
+    # loky replaces a worker that sat idle past its timeout (one long unit, the other worker
+    # waiting) and warns as if work were lost; a worker that dies mid-item raises instead
+    warnings.filterwarnings("ignore", message="A worker stopped while some jobs were given", category=UserWarning)
     return Parallel(n_jobs=jobs, return_as="generator")(delayed(fn)(profile, it, *args) for it in items)
 
 
