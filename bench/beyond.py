@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from . import paper as P
-from .tables import MISSING, Stat, Table, _csv_num, fmt_num, fmt_stat, fmt_vs, vs_test
+from .tables import MISSING, REFUSED, Stat, Table, _csv_num, fmt_num, fmt_stat, fmt_vs, vs_test
 
 
 def table_adaptive(stats, records) -> Table | None:
@@ -90,6 +90,8 @@ def table_attacks(stats) -> Table | None:
                  ["Clone accuracy in % on the ID test set, mean ± std over seeds (relative = clone / benign). "
                   "Δ vs Vanilla: the same attack on the Vanilla victim, Welch's 95% interval over seeds, * where "
                   f"p < 0.05. {MISSING}: the profile does not run that attack on that defense (`attack_defenses`). "
+                  f"{REFUSED}: a detector refused the account before the attack had a clone (‡: some seeds; "
+                  "mean of the rest; see the detection table). "
                   "Random noise: DFME's baseline (i.i.d. uniform-pixel queries, DFME's budget); adaptive: see its own "
                   "table."])
 

@@ -17,6 +17,7 @@ from .stats import welch_interval
 
 MISSING = "—"
 FAILED = "failed"
+REFUSED = "refused"   # a detector refused the account before the attack had a clone
 
 
 LABELS = ("soft", "hard")
@@ -32,13 +33,14 @@ class Stat:
     n: int
     failed: int
     values: tuple = ()        # the seeds' values, for tests between defenses
+    refused: int = 0          # of the seeds without a value: refused by a detector, not failed
 
     @classmethod
-    def of(cls, values) -> "Stat":
+    def of(cls, values, refused: int = 0) -> "Stat":
         ok = [float(v) for v in values if v is not None]
         mean = statistics.fmean(ok) if ok else None
         std = statistics.stdev(ok) if len(ok) > 1 else None
-        return cls(mean, std, len(ok), len(values) - len(ok), tuple(ok))
+        return cls(mean, std, len(ok), len(values) - len(ok) - refused, tuple(ok), refused)
 
 
 def collect(records) -> dict:
@@ -56,7 +58,8 @@ def collect(records) -> dict:
         return {}
     keys = ["arch", "dataset", "defense", "attack", "label"]
     cells = df[df.kind == "cell"]
-    long = cells.melt(id_vars=keys + ["seed"], value_vars=["clone_acc", "relative", "fidelity"], var_name="metric")
+    long = cells.melt(id_vars=keys + ["seed", "status"], value_vars=["clone_acc", "relative", "fidelity"],
+                      var_name="metric")
     victims = df[df.kind == "victim"].assign(metric="benign_acc").rename(columns={"benign_acc": "value"})
     from_cells = cells[cells.benign_acc.notna()].assign(attack="", label="", metric="benign_acc")
     from_cells = from_cells.rename(columns={"benign_acc": "value"})
@@ -64,10 +67,12 @@ def collect(records) -> dict:
     keep = pd.Series([tuple(k) not in have for k in from_cells[keys].values.tolist()], index=from_cells.index,
                      dtype=bool)
     from_cells = from_cells[keep]
-    cols = keys + ["metric", "seed", "value"]
-    long = pd.concat([long[cols], victims[cols], from_cells[cols]], ignore_index=True)
+    cols = keys + ["metric", "seed", "value", "status"]
+    long = pd.concat([long[cols], victims.assign(status="ok")[cols], from_cells.assign(status="ok")[cols]],
+                     ignore_index=True)
     long = long.drop_duplicates(keys + ["metric", "seed"], keep="last").sort_values("seed", kind="stable")
-    return {k: Stat.of([None if pd.isna(v) else float(v) for v in g["value"]])
+    return {k: Stat.of([None if pd.isna(v) else float(v) for v in g["value"]],
+                       refused=int(((g["status"] == "ok") & g["value"].isna()).sum()))
             for k, g in long.groupby(keys + ["metric"], sort=False, dropna=False)}
 
 
@@ -76,11 +81,11 @@ def fmt_stat(st: Stat | None, digits: int = 2) -> str:
     if st is None:
         return MISSING
     if st.n == 0:
-        return FAILED if st.failed else MISSING
+        return FAILED if st.failed else REFUSED if st.refused else MISSING
     s = f"{st.mean:.{digits}f}"
     if st.std is not None:
         s += f"±{st.std:.{digits}f}"
-    return s + ("†" if st.failed else "")
+    return s + ("†" if st.failed else "") + ("‡" if st.refused else "")
 
 
 def fmt_num(v, digits=2, signed=False) -> str:

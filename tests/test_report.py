@@ -220,6 +220,27 @@ def test_detection_table_counts_refusals_and_shows_benign_fpr(tmp_path):
     assert table_detection([S.cell("mnist", "vanilla", "jbda", "soft", 80.0, 98.0)]) is None
 
 
+def test_a_clone_refused_before_it_existed_reads_refused_not_failed():
+    """PRADA refused DFME in its first batch (no clone, status ok): the attacks table says
+    "refused"; a crashed cell still says "failed"; one refused seed beside a scored one: ‡."""
+    from bench.beyond import table_attacks
+    from bench.tables import collect, fmt_stat
+    refused = [S.cell("mnist", "prada", "dfme", "soft", 1.0, 98.0, seed=s) for s in (0, 1)]
+    for c in refused:
+        c.clone_acc = c.relative = c.fidelity = None
+        c.detected_at = 0
+    crashed = S.cell("mnist", "prada", "knockoff", "soft", 0.0, 98.0, status="failed")
+    base = [S.cell("mnist", "vanilla", a, "soft", 97.0, 99.0) for a in ("dfme", "knockoff")]
+    stats = collect(refused + [crashed] + base)
+    assert fmt_stat(stats[("smallcnn", "mnist", "prada", "dfme", "soft", "clone_acc")]) == "refused"
+    assert fmt_stat(stats[("smallcnn", "mnist", "prada", "knockoff", "soft", "clone_acc")]) == "failed"
+    row = next(r for r in table_attacks(stats).rows if r[1] == "PRADA")
+    assert "refused" in row and "failed" in row
+    scored = S.cell("mnist", "prada", "dfme", "soft", 50.0, 98.0, seed=2)
+    st = collect(refused + [scored])[("smallcnn", "mnist", "prada", "dfme", "soft", "clone_acc")]
+    assert (st.n, st.failed, st.refused) == (1, 0, 2) and fmt_stat(st) == "50.00‡"
+
+
 def test_adaptive_table_measures_recovery_against_knockoff_on_the_same_defense(tmp_path):
     """Synthetic records, 3 seeds: Vanilla's clone ~98, MAD's ~88 (a 10-point cut), the adaptive
     attacker on MAD ~93 (half of it back); AM's adaptive cell fell back to KnockoffNets."""
