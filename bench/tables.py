@@ -391,7 +391,9 @@ def table_c1(stats, paper, arch, name, clone_metric="final") -> Table | None:
     notes = _arch_notes(arch) + [
         "The paper does not publish its two adversarial-training settings; ours: `ini-adv` (surrogate "
         "lr 0.01, one step every 10 of V's) and `ini-adv-strong` (lr 0.1, every step), each an SGD step "
-        "on the isolation term's adversary loss against V's served answers on the ID and OOD batches.",
+        "(momentum 0.9) of C on soft cross-entropy to V's served answers on the ID and OOD batches, as an "
+        "attacker trains its clone; the induction term keeps the untrained C as its target "
+        "(defenses/ini.py says why).",
         CLONE_METRICS[clone_metric]]
     if any(r.paper_dataset for r in rows):
         notes.append("The paper's Table C.1 is on CIFAR-10 only: where our data set differs, the paper "
