@@ -42,7 +42,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from attacks.base import Attack, AttackContext, clone_loss, register_attack
+from attacks.base import Attack, AttackContext, clone_loss, draw_queries, register_attack
 from attacks.train_clone import train_clone, train_new_clone
 
 LOG_FLOOR = 1e-6
@@ -149,8 +149,6 @@ class AdaptiveKnockoff(Attack):
         return self.params["budget"]
 
     def run(self, oracle, actx: AttackContext):
-        if actx.query_set is None:
-            raise ValueError("adaptive needs a query set (AttackContext.query_set)")
         b = self.params["budget"]
         x, own = self.draw(actx)
         answers = torch.cat([oracle.query(x[i:i + 1024]) for i in range(0, b, 1024)])
@@ -168,11 +166,7 @@ class AdaptiveKnockoff(Attack):
     def draw(self, actx: AttackContext):
         """(queries, own images): KnockoffNets' draw of the budget from the query set, and the
         next ``extra_images`` of it, which the shadow trains on and the victim never sees."""
-        b, pool = self.params["budget"], actx.query_set
-        if b > len(pool):
-            raise ValueError(f"adaptive: budget {b} exceeds the query set size {len(pool)}")
-        order = torch.randperm(len(pool), generator=actx.generator(0))   # knockoff's draw
-        return pool[order[:b]], pool[order[b:b + self.params["extra_images"]]]
+        return draw_queries(actx, "adaptive", self.params["budget"], extra=self.params["extra_images"])
 
     def _invert(self, actx, x, own, answers) -> torch.Tensor:
         """map(answers): the victim's answers with the learned inverse of its defense applied."""

@@ -16,7 +16,7 @@ import contextlib
 import numpy as np
 import torch
 
-from attacks.base import Attack, register_attack
+from attacks.base import Attack, query_pool, register_attack
 
 INSTALL_HINT = "pip install 'stealbench[art]' (adversarial-robustness-toolbox>=1.17)"
 QUERY_BATCH = 1024  # as our knockoff's oracle calls
@@ -101,11 +101,8 @@ def numpy_seed(seed: int):
 def run_art_extraction(attack, art_cls: str, oracle, actx, offset: int, **art_kw):
     """Shared body of art-knockoff / art-copycat: ART's attack over our oracle, our clone."""
     name, p = attack.name, attack.params
-    if actx.query_set is None:
-        raise ValueError(f"{name} needs a query set (AttackContext.query_set)")
-    b, pool = p["budget"], actx.query_set
-    if b > len(pool):  # ART would silently query fewer images
-        raise ValueError(f"{name}: budget {b} exceeds the query set size {len(pool)}")
+    b = p["budget"]
+    pool = query_pool(actx, name, b)   # checked: ART would silently query fewer images
     art = import_art(name)
     thief, clone = clone_classifier(art, actx, p, b)
     extraction = art[art_cls](oracle_classifier(art, oracle, actx), batch_size_fit=p["batch_size"],

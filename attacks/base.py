@@ -98,6 +98,24 @@ def clone_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return -(target * F.log_softmax(logits, dim=1)).sum(1).mean()
 
 
+def query_pool(actx: AttackContext, name: str, budget: int, needs: str = "a query set") -> torch.Tensor:
+    """The attacker's query set, checked: present, and large enough for ``budget`` images."""
+    if actx.query_set is None:
+        raise ValueError(f"{name} needs {needs} (AttackContext.query_set)")
+    if budget > len(actx.query_set):
+        raise ValueError(f"{name}: budget {budget} exceeds the query set size {len(actx.query_set)}")
+    return actx.query_set
+
+
+def draw_queries(actx: AttackContext, name: str, budget: int, stream: int = 0, extra: int = 0,
+                 needs: str = "a query set"):
+    """``budget`` images of the query set drawn without replacement (the attack's generator
+    ``stream``), and the next ``extra`` of the same draw, which are never queried."""
+    pool = query_pool(actx, name, budget, needs)
+    order = torch.randperm(len(pool), generator=actx.generator(stream))
+    return pool[order[:budget]], pool[order[budget:budget + extra]]
+
+
 def query_in_batches(oracle, x: torch.Tensor, batch: int = 1024):
     """The oracle's answers for x, batch by batch, and the refusal that stopped them (or None).
 

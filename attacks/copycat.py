@@ -7,9 +7,7 @@ Defaults mirror KnockoffNets' so the two compare on equal terms.
 """
 from __future__ import annotations
 
-import torch
-
-from attacks.base import Attack, query_in_batches, register_attack
+from attacks.base import Attack, draw_queries, query_in_batches, register_attack
 from attacks.train_clone import train_new_clone
 
 
@@ -30,12 +28,7 @@ class CopycatCNN(Attack):
         return self.params["budget"]
 
     def run(self, oracle, actx):
-        if actx.query_set is None:
-            raise ValueError("copycat needs natural images to query (AttackContext.query_set)")
-        b, pool = self.params["budget"], actx.query_set
-        if b > len(pool):
-            raise ValueError(f"copycat: budget {b} exceeds the query set size {len(pool)}")
-        x = pool[torch.randperm(len(pool), generator=actx.generator(7))[:b]]
+        x, _ = draw_queries(actx, "copycat", self.params["budget"], stream=7, needs="natural images to query")
         x, answers, refused = query_in_batches(oracle, x)
         if answers is not None and len(answers) > 1:
             labels = answers if answers.dim() == 1 else answers.argmax(1)

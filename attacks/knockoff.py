@@ -7,9 +7,7 @@ answers with cross-entropy.
 """
 from __future__ import annotations
 
-import torch
-
-from attacks.base import Attack, AttackContext, query_in_batches, register_attack
+from attacks.base import Attack, AttackContext, draw_queries, query_in_batches, register_attack
 from attacks.train_clone import train_new_clone
 
 
@@ -33,14 +31,7 @@ class KnockoffNets(Attack):
         return self.params["budget"]
 
     def run(self, oracle, actx: AttackContext):
-        if actx.query_set is None:
-            raise ValueError("knockoff needs a query set (AttackContext.query_set)")
-        b = self.params["budget"]
-        pool = actx.query_set
-        if b > len(pool):
-            raise ValueError(f"knockoff: budget {b} exceeds the query set size {len(pool)}")
-        idx = torch.randperm(len(pool), generator=actx.generator(0))[:b]
-        x = pool[idx]
+        x, _ = draw_queries(actx, "knockoff", self.params["budget"])
         x, answers, refused = query_in_batches(oracle, x)
         self.curve = {}  # budget -> clone, for budget curves
         if refused is not None:   # train on what was answered; the runner scores that clone
