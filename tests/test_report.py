@@ -283,6 +283,8 @@ def test_adaptive_recovery_is_paired_by_seed():
     (row,) = table_adaptive(collect(recs), recs).tidy
     assert abs(float(row["recovered"]) - 3.1) < 1e-9 and float(row["recovered_p"]) < 0.01
     assert float(row["recovered_half_width"]) < 0.5
+    cut = sum(98.0 - lv for lv in (80.0, 90.0, 70.0))
+    assert abs(float(row["share_recovered_pct"]) - 100 * 9.3 / cut) < 1e-3   # seed 3 has no pair
 
 
 def test_knobs_table_lists_each_tuned_victim_with_its_anchor():
