@@ -9,34 +9,37 @@ from .stats import paired_interval
 from .tables import MISSING, REFUSED, Stat, Table, _csv_num, fmt_num, fmt_stat, fmt_vs, vs_test
 
 
+ADAPTIVE = ("adaptive", "adaptive-filter")   # the attackers who know the defense, in table order
+ADAPTIVE_RAN_AS = {"adaptive": "shadow + map", "adaptive-filter": "shadow + map, untrusted answers left out"}
+
+
 def table_adaptive(stats, records) -> Table | None:
     """What the adaptive attacker gets back, per defense: its clone against KnockoffNets' on the
     same defense (same queries and recipe), and against the cut the defense made in Vanilla's.
     ``stats``: ``tables.collect``'s; ``records``: for which cells fell back to KnockoffNets."""
     clone = lambda arch, ds, d, a, lb: stats.get((arch, ds, d, a, lb, "clone_acc"))   # noqa: E731
-    adaptive = {(arch, ds, d, lb): st for (arch, ds, d, a, lb, m), st in stats.items()
-                if a == "adaptive" and m == "clone_acc" and st.n}
-    fell_back = {(c.arch, c.dataset, c.defense, c.label) for c in records
-                 if c.kind == "cell" and c.attack == "adaptive" and c.attack_log.get("fallback")}
+    adaptive = {(arch, ds, d, lb, a): st for (arch, ds, d, a, lb, m), st in stats.items()
+                if a in ADAPTIVE and m == "clone_acc" and st.n}
+    fell_back = {(c.arch, c.dataset, c.defense, c.label, c.attack) for c in records
+                 if c.kind == "cell" and c.attack in ADAPTIVE and c.attack_log.get("fallback")}
     by_seed = defaultdict(dict)   # (arch, ds, defense, attack, label) -> seed -> clone accuracy
     for c in records:
-        if c.kind == "cell" and c.attack in ("adaptive", "knockoff") and c.clone_acc is not None:
+        if c.kind == "cell" and (c.attack in ADAPTIVE or c.attack == "knockoff") and c.clone_acc is not None:
             by_seed[(c.arch, c.dataset, c.defense, c.attack, c.label)][c.seed] = c.clone_acc
     if not adaptive:
         return None
     rows, tidy = [], []
-    order = lambda k: (k[0], k[1], P.defense_rank(k[2]), k[3])   # noqa: E731
+    order = lambda k: (k[0], k[1], P.defense_rank(k[2]), k[3], ADAPTIVE.index(k[4]))   # noqa: E731
     for key in sorted(adaptive, key=order):
-        arch, ds, d, lb = key
+        arch, ds, d, lb, a = key
         ad, ko, van = adaptive[key], clone(arch, ds, d, "knockoff", lb), clone(arch, ds, "vanilla", "knockoff", lb)
-        rec = recovered(by_seed[(arch, ds, d, "adaptive", lb)], by_seed[(arch, ds, d, "knockoff", lb)])
-        cut = vs_test(van, ko)
-        share = share_recovered(by_seed[(arch, ds, d, "adaptive", lb)], by_seed[(arch, ds, d, "knockoff", lb)],
-                                by_seed[(arch, ds, "vanilla", "knockoff", lb)])
+        mine, theirs = by_seed[(arch, ds, d, a, lb)], by_seed[(arch, ds, d, "knockoff", lb)]
+        rec, cut = recovered(mine, theirs), vs_test(van, ko)
+        share = share_recovered(mine, theirs, by_seed[(arch, ds, "vanilla", "knockoff", lb)])
+        ran_as = "KnockoffNets (cannot rebuild)" if key in fell_back else ADAPTIVE_RAN_AS[a]
         rows.append([P.dataset_label(ds), P.defense_label(d), lb, fmt_stat(van), fmt_stat(ko), fmt_stat(ad),
-                     fmt_vs(*cut), fmt_vs(*rec), fmt_num(share, 0) + ("" if share is None else " %"),
-                     "KnockoffNets (cannot rebuild)" if key in fell_back else "shadow + map"])
-        tidy.append({"arch": arch, "dataset": ds, "defense": d, "label": lb, "seeds": ad.n,
+                     fmt_vs(*cut), fmt_vs(*rec), fmt_num(share, 0) + ("" if share is None else " %"), ran_as])
+        tidy.append({"arch": arch, "dataset": ds, "defense": d, "label": lb, "attack": a, "seeds": ad.n,
                      "vanilla_knockoff": _csv_num(van.mean if van else None),
                      "knockoff": _csv_num(ko.mean if ko else None), "adaptive": _csv_num(ad.mean),
                      "cut": _csv_num(cut[0]), "cut_half_width": _csv_num(cut[1]),
@@ -49,7 +52,8 @@ def table_adaptive(stats, records) -> Table | None:
                   "attack ran as"], rows, tidy,
                  ["Clone accuracy in % on the ID test set, mean ± std over seeds. The adaptive attacker sends "
                   "KnockoffNets' queries and trains KnockoffNets' clone recipe on its answers passed through a "
-                  "map learned on a shadow with the same defense (attacks/adaptive.py). Cut: Welch's 95% "
+                  "map learned on a shadow with the same defense (attacks/adaptive.py); its filtering variant "
+                  "(adaptive-filter) also leaves out the answers the shadow says the map cannot repair. Cut: Welch's 95% "
                   "interval over seeds (two victims); recovered: the paired t interval over the seeds both "
                   "attacks ran (the same victim and queries, so the victim's own seed-to-seed spread cancels); "
                   "* where p < 0.05. Share: recovered / cut, of their means over the seeds all three cells "
@@ -77,9 +81,10 @@ def recovered(adaptive: dict, knockoff: dict):
 
 
 PAPER_ATTACKS = ("knockoff", "jbda")
-ATTACK_ORDER = ("knockoff", "jbda", "adaptive", "copycat", "activethief", "art-knockoff", "dfme", "random-noise")
-ATTACK_LABELS = {**P.ATTACKS, "adaptive": "adaptive", "copycat": "CopycatCNN", "activethief": "ActiveThief",
-                 "art-knockoff": "ART's KnockoffNets", "dfme": "DFME", "random-noise": "random noise"}
+ATTACK_ORDER = ("knockoff", "jbda", "adaptive", "adaptive-filter", "copycat", "activethief", "art-knockoff", "dfme",
+                "random-noise")
+ATTACK_LABELS = {**P.ATTACKS, "adaptive": "adaptive", "adaptive-filter": "adaptive, filtered",
+                 "copycat": "CopycatCNN", "activethief": "ActiveThief", "art-knockoff": "ART's KnockoffNets", "dfme": "DFME", "random-noise": "random noise"}
 
 
 def table_attacks(stats) -> Table | None:

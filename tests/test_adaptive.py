@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from attacks import AttackContext, get_attack
-from attacks.adaptive import as_probs, apply_map, fit_answer_map
+from attacks.adaptive import as_probs, apply_map, fit_answer_map, fit_trust
 from bench.oracle import Oracle
 from bench.shadow import ShadowDefenseFactory, UnsupportedDefense, attacker_view, defense_info
 from bench.train import Context, TrainConfig
@@ -249,6 +249,64 @@ def test_attack_trains_its_clone_on_inverted_answers(monkeypatch):
     assert att.log["fallback"] is None and oracle.queries_used == 150
 
 
+# ---------------------------------------------------------------- adaptive-filter
+def misinformed(probs, share, seed):
+    """AM-like answers: a ``share`` of the vectors replaced by a misinformation model's, flat and
+    unrelated to the true class (as measured on MNIST: the true top-1 sits at a random rank)."""
+    g = torch.Generator().manual_seed(seed)
+    mis = torch.rand(len(probs), generator=g) < share
+    fake = torch.softmax(torch.randn(len(probs), 10, generator=g) * 0.3, 1)
+    return torch.where(mis[:, None], fake, probs), mis
+
+
+def test_trust_tells_misinformation_from_genuine_answers():
+    """On generated pairs the map repairs the genuine answers, not the misinformation; the trust
+    net, fitted on which ones were repaired, keeps most genuine answers of a fresh set and few
+    misinformation ones."""
+    train, test = generated_probs(3000, 0), generated_probs(1000, 1)
+    served, _ = misinformed(train, 0.7, 2)
+    m = fit_answer_map(served, train, steps=800, generator=torch.Generator().manual_seed(0))
+    repaired = (apply_map(m, served).argmax(1) == train.argmax(1)).float()
+    net = fit_trust(served, repaired, steps=800, generator=torch.Generator().manual_seed(1))
+    fresh, mis = misinformed(test, 0.7, 3)
+    with torch.no_grad():
+        keep = torch.sigmoid(net(fresh)).squeeze(1) >= 0.5
+    assert keep[~mis].float().mean() > 0.9 and keep[mis].float().mean() < 0.2
+
+
+class MisinformedVictim(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = Logits(seed=5)
+
+    def forward(self, x):
+        return misinformed(torch.softmax(self.net(x), 1), 0.7, 4)[0]
+
+
+@pytest.mark.parametrize("label", ["soft", "hard"])
+def test_filter_keeps_the_answers_it_trusts_and_otherwise_is_the_adaptive_attack(monkeypatch, label):
+    """Same queries, shadow, map and random streams as ``adaptive`` (same targets); it trains on
+    a subset of them (never fewer than min_keep), and with hard labels on all of them."""
+    import attacks.adaptive as A
+    seen = []
+    monkeypatch.setattr(A, "train_new_clone",
+                        lambda actx, x, t, *a, **k: seen.append((x, t)) or actx.new_clone())
+    f = factory_for(get_defense("rounding", decimals=1), "rounding")
+    for name in ("adaptive", "adaptive-filter"):
+        att = get_attack(name, **{**SMALL, **({"min_keep": 0.4} if name == "adaptive-filter" else {})})
+        torch.manual_seed(0)
+        att.run(Oracle(MisinformedVictim(), att.budget(), label), actx(defense_info=f.info, defense_factory=f))
+    (x_all, t_all), (x_kept, t_kept) = seen
+    assert att.log["kept"]["share"] == (100.0 if label == "hard" else 100.0 * len(x_kept) / len(x_all))
+    if label == "hard":
+        assert torch.equal(x_kept, x_all) and torch.equal(t_kept, t_all)
+        return
+    assert 0.4 * len(x_all) <= len(x_kept) <= len(x_all)
+    rows = {tuple(r.flatten().tolist()): i for i, r in enumerate(x_all)}
+    idx = torch.tensor([rows[tuple(r.flatten().tolist())] for r in x_kept])
+    assert torch.allclose(t_kept, t_all[idx])   # the adaptive attack's own targets, a subset of them
+
+
 # ---------------------------------------------------------------- budget and fallback
 @pytest.mark.parametrize("label", ["soft", "hard"])
 @pytest.mark.parametrize("name", ["rounding", "vanilla"])
@@ -288,6 +346,12 @@ def test_hard_labels_are_one_hot_for_the_map():
 def test_bad_params(bad, match):
     with pytest.raises(ValueError, match=match):
         get_attack("adaptive", **bad)
+
+
+@pytest.mark.parametrize("bad", [{"trust": 1.5}, {"min_keep": -0.1}, {"trust": "high"}])
+def test_bad_filter_params(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        get_attack("adaptive-filter", **bad)
 
 
 def test_the_runner_hands_over_the_view_and_counts_the_budget(real_root, tiny_profile, tmp_path, monkeypatch):

@@ -284,6 +284,12 @@ def test_adaptive_recovery_is_paired_by_seed():
     assert abs(float(row["recovered"]) - 3.1) < 1e-9 and float(row["recovered_p"]) < 0.01
     assert float(row["recovered_half_width"]) < 0.5
     cut = sum(98.0 - lv for lv in (80.0, 90.0, 70.0))
+    # the filtering variant gets a row of its own, paired with the same KnockoffNets cells
+    recs += [S.cell("mnist", "mad", "adaptive-filter", "soft", lv + 5.0, 99.0, seed=s)
+             for s, lv in enumerate((80.0, 90.0, 70.0))]
+    t = table_adaptive(collect(recs), recs)
+    assert [(r["attack"], float(r["recovered"])) for r in t.tidy] == [("adaptive", 3.1), ("adaptive-filter", 5.0)]
+    assert "untrusted answers left out" in t.markdown()
     assert abs(float(row["share_recovered_pct"]) - 100 * 9.3 / cut) < 1e-3   # seed 3 has no pair
 
 
