@@ -125,6 +125,7 @@ SHARPNESS_GRID = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)   # shadow logit st
 HARD_SHARPNESS = 4.0   # hard labels show no confidence to match: a confident classifier's logit std
 SHADOW_TARGETS = ("top1", "answers")
 FRAMES = ("sorted", "classes")   # AnswerMap's frame
+MATCHES = ("top", "profile")      # how the shadow's sharpness is matched to the victim's answers
 
 
 @register_attack("adaptive")
@@ -193,7 +194,8 @@ class AdaptiveKnockoff(Attack):
         keyed = [actx.defense_factory(scaled, images, epochs=p["aux_epochs"], lr=p["lr"], batch_size=p["batch_size"],
                                       key=key, progress=actx.progress) for key in range(p["keys"])]
         hard = answers.dim() == 1
-        centre = HARD_SHARPNESS if hard else match_sharpness(scaled, keyed[0], x, raw, unit, dev)
+        centre = HARD_SHARPNESS if hard else match_sharpness(scaled, keyed[0], x, raw, unit, dev,
+                                                             p.get("match", "top"))
         pairs = [pairs_at(scaled, served, images, centre * s / unit, dev)
                  for served in keyed for s in p["sharpness_spread"]]
         defended, undefended = (torch.cat(z) for z in zip(*pairs))
@@ -219,12 +221,24 @@ class AdaptiveKnockoff(Attack):
                            generator=actx.generator(11))
 
 
-def match_sharpness(scaled, served, x, raw, unit, device) -> float:
+def match_sharpness(scaled, served, x, raw, unit, device, match: str = "top") -> float:
     """The shadow logit std (from SHARPNESS_GRID) at which its defended answers on the queried
-    images are, on average, as confident (mean top probability) as the victim's answers."""
-    want = float(raw.max(1).values.mean())
-    gap = lambda s: abs(float(pairs_at(scaled, served, x, s / unit, device)[0].max(1).values.mean()) - want)
+    images look like the victim's: ``"top"``, as confident on average (mean top probability);
+    ``"profile"``, the closest mean sorted log-probability vector (every rank, down to the
+    smallest entry, where AM's misinformation answers differ from its genuine ones)."""
+    want = profile(raw) if match == "profile" else float(raw.max(1).values.mean())
+
+    def gap(s):
+        mine = pairs_at(scaled, served, x, s / unit, device)[0]
+        if match == "profile":
+            return float((profile(mine) - want).abs().mean())
+        return abs(float(mine.max(1).values.mean()) - want)
     return min(SHARPNESS_GRID, key=gap)
+
+
+def profile(probs) -> torch.Tensor:
+    """Mean over answers of the sorted (largest first) log-probability vector, floored at LOG_FLOOR."""
+    return torch.sort(probs, dim=1, descending=True).values.clamp_min(LOG_FLOOR).log().mean(0)
 
 
 def logit_spread(net, images, device, batch=1024) -> float:
@@ -258,15 +272,23 @@ class AdaptiveFilterKnockoff(AdaptiveKnockoff):
     holds almost nothing of the true class (the served argmin is the defender's top-1 for 10 %),
     so no map can repair it, but its shape gives it away (a diagnostic on the victim: the served
     minimum probability separates misinformation from genuine answers with AUC 0.84; a clone on
-    the genuine answers only reached 88.6 % vs 66.5 % on all, same recipe). Everything else is the
-    adaptive attacker's, with the same random streams, so the two differ only by the selection.
+    the genuine answers only reached 88.6 % vs 66.5 % on all, same recipe).
+    It also matches the shadow's sharpness on the whole sorted answer (``match="profile"``), not
+    on the mean top probability: on MNIST's AM the top-probability match chose the flattest shadow
+    (0.25), whose answers all went to misinformation (99.95 % of the pairs), so the map learned
+    "the served top-1 is never the answer" and turned every answer away from it (top-1 agreement
+    with the undefended answers: served 29.1 %, mapped 10.5 %; tools/adaptive_diag.py). With
+    ``match="top"`` everything but the selection is the adaptive attacker's, random streams too.
     Hard labels: every served vector is one-hot, nothing to tell apart; the clone uses them all.
     """
     label = "Adaptive KnockoffNets, filtered"
-    defaults = {**AdaptiveKnockoff.defaults, "trust": 0.5, "min_keep": 0.1}
+    # "match" lives here, not in adaptive's defaults, so that adaptive's cache keys still hold
+    defaults = {**AdaptiveKnockoff.defaults, "trust": 0.5, "min_keep": 0.1, "match": "profile"}
 
     def _check_params(self):
         super()._check_params()
+        if self.params["match"] not in MATCHES:
+            raise ValueError(f"adaptive-filter: match={self.params['match']!r}; accepted: {list(MATCHES)}")
         for k in ("trust", "min_keep"):
             v = self.params[k]
             if not isinstance(v, (int, float)) or not 0 <= v <= 1:

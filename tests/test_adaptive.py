@@ -274,6 +274,36 @@ def test_trust_tells_misinformation_from_genuine_answers():
     assert keep[~mis].float().mean() > 0.9 and keep[mis].float().mean() < 0.2
 
 
+def gated_served(shadow, temp, tau=0.7):
+    """AM-like serving around ``shadow``: below top probability tau, a generated misinformation
+    vector (softmax of noise times ``temp``: how peaked this key's misinformation model is)."""
+    def served(xb):
+        p = torch.softmax(shadow(xb), 1)
+        fake = torch.softmax(torch.randn(p.shape, generator=torch.Generator().manual_seed(0)) * temp, 1)
+        return torch.where((p.max(1).values < tau)[:, None], fake, p)
+    return served
+
+
+@pytest.mark.parametrize("victim_temp,shadow_temp", [(0.3, 3.0), (3.0, 0.3), (1.0, 2.0)])
+def test_profile_matching_finds_the_victims_gate_rate_where_top_matching_does_not(victim_temp, shadow_temp):
+    """The shadow's misinformation model is not the victim's (another key, fewer epochs): matching
+    the mean top probability then picks a sharpness whose gate rate is far off (on MNIST's AM,
+    every shadow answer went to misinformation); matching the whole sorted profile comes closer."""
+    from attacks.adaptive import Scaled, logit_spread, match_sharpness
+    shadow = Scaled(Logits(seed=0, scale=1.0)).eval()
+    x = images(2000, 3)
+    unit = logit_spread(shadow, x, "cpu")
+    gate_rate = lambda: (torch.softmax(shadow(x), 1).max(1).values < 0.7).float().mean().item()  # noqa: E731
+    shadow.scale = 4.0 / unit
+    with torch.no_grad():
+        raw, want = gated_served(shadow, victim_temp)(x), gate_rate()
+        err = {}
+        for match in ("top", "profile"):
+            shadow.scale = match_sharpness(shadow, gated_served(shadow, shadow_temp), x, raw, unit, "cpu", match) / unit
+            err[match] = abs(gate_rate() - want)
+    assert err["profile"] < err["top"]
+
+
 class MisinformedVictim(nn.Module):
     def __init__(self):
         super().__init__()
@@ -285,15 +315,16 @@ class MisinformedVictim(nn.Module):
 
 @pytest.mark.parametrize("label", ["soft", "hard"])
 def test_filter_keeps_the_answers_it_trusts_and_otherwise_is_the_adaptive_attack(monkeypatch, label):
-    """Same queries, shadow, map and random streams as ``adaptive`` (same targets); it trains on
-    a subset of them (never fewer than min_keep), and with hard labels on all of them."""
+    """With adaptive's matching (match="top"): the same queries, shadow, map and random streams
+    as ``adaptive`` (same targets); it trains on a subset of them (never fewer than min_keep), and
+    with hard labels on all of them."""
     import attacks.adaptive as A
     seen = []
     monkeypatch.setattr(A, "train_new_clone",
                         lambda actx, x, t, *a, **k: seen.append((x, t)) or actx.new_clone())
     f = factory_for(get_defense("rounding", decimals=1), "rounding")
     for name in ("adaptive", "adaptive-filter"):
-        att = get_attack(name, **{**SMALL, **({"min_keep": 0.4} if name == "adaptive-filter" else {})})
+        att = get_attack(name, **{**SMALL, **({"min_keep": 0.4, "match": "top"} if name == "adaptive-filter" else {})})
         torch.manual_seed(0)
         att.run(Oracle(MisinformedVictim(), att.budget(), label), actx(defense_info=f.info, defense_factory=f))
     (x_all, t_all), (x_kept, t_kept) = seen
@@ -348,7 +379,7 @@ def test_bad_params(bad, match):
         get_attack("adaptive", **bad)
 
 
-@pytest.mark.parametrize("bad", [{"trust": 1.5}, {"min_keep": -0.1}, {"trust": "high"}])
+@pytest.mark.parametrize("bad", [{"trust": 1.5}, {"min_keep": -0.1}, {"trust": "high"}, {"match": "mean"}])
 def test_bad_filter_params(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         get_attack("adaptive-filter", **bad)

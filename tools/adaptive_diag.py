@@ -31,6 +31,8 @@ def parse(argv):
     p.add_argument("--profile", default="cpu-extended", help="profile whose victim and attack params to use")
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--attack", default="adaptive", choices=("adaptive", "adaptive-filter"),
+                   help="which adaptive attacker (adaptive-filter: also how its selection splits the answers)")
     p.add_argument("--set", default="{}", help="JSON object of adaptive attack params to override")
     p.add_argument("--data-root", default=None, help="data root (default $STEALBENCH_DATA)")
     a = p.parse_args(argv)
@@ -65,7 +67,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     roles = load_roles(prof, a.dataset, a.data_root)
-    attack = get_attack("adaptive", **{**prof.attacks["adaptive"], **a.set})
+    attack = get_attack(a.attack, **{**prof.attacks[a.attack], **a.set})
     actx = attack_context(prof, a.defense, attack, victim, roles, a.seed)
     x, own = attack.draw(actx)   # the attack's own draw
     b = len(x)
@@ -75,10 +77,13 @@ def main(argv=None) -> int:
     t0 = time.time()
     attack.log = {}
     mapped = attack._invert(actx, x, own, served)
-    print(json.dumps({"defense": a.defense, "seed": a.seed, "set": a.set, "invert_s": round(time.time() - t0),
-                      "served_agree": agreement(served, clean), "mapped_agree": agreement(mapped, clean),
-                      "served_kl": kl(clean, served), "mapped_kl": kl(clean, mapped), "log": attack.log},
-                     default=float))
+    row = {"defense": a.defense, "attack": a.attack, "seed": a.seed, "set": a.set,
+           "served_agree": agreement(served, clean), "mapped_agree": agreement(mapped, clean),
+           "served_kl": kl(clean, served), "mapped_kl": kl(clean, mapped)}
+    keep = attack.select(actx, served)
+    if keep is not None:   # how well the kept and the left-out answers' mapped top-1 agree
+        row.update(kept_agree=agreement(mapped[keep], clean[keep]), dropped_agree=agreement(mapped[~keep], clean[~keep]))
+    print(json.dumps({**row, "invert_s": round(time.time() - t0), "log": attack.log}, default=float))
     return 0
 
 
