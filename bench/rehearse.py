@@ -43,7 +43,7 @@ def shrink(p: Profile) -> Profile:
             params.update(seed_size=6, rounds=2, epochs_per_round=1, batch_size=BATCH)
         elif name == "dfme":    # two of its iterations at batch 16 (one takes 112 queries)
             params.update(budget=224, batch_size=BATCH, checkpoint_every=1)
-        elif name == "adaptive":
+        elif name.startswith("adaptive"):   # adaptive, adaptive-filter
             params.update(budget=24, epochs=1, batch_size=BATCH, shadow_epochs=1, aux_epochs=1,
                           map_steps=20, extra_images=24)
         else:                    # pool and noise attacks: a few queries, one epoch
