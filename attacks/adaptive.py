@@ -274,11 +274,13 @@ class AdaptiveFilterKnockoff(AdaptiveKnockoff):
     minimum probability separates misinformation from genuine answers with AUC 0.84; a clone on
     the genuine answers only reached 88.6 % vs 66.5 % on all, same recipe).
     It also matches the shadow's sharpness on the whole sorted answer (``match="profile"``), not
-    on the mean top probability: on MNIST's AM the top-probability match chose the flattest shadow
-    (0.25), whose answers all went to misinformation (99.95 % of the pairs), so the map learned
-    "the served top-1 is never the answer" and turned every answer away from it (top-1 agreement
-    with the undefended answers: served 29.1 %, mapped 10.5 %; tools/adaptive_diag.py). With
-    ``match="top"`` everything but the selection is the adaptive attacker's, random streams too.
+    on the mean top probability, which can pick a shadow whose answers all go to misinformation:
+    in one diagnostic run on MNIST's AM (tools/adaptive_diag.py, before it seeded as the runner
+    does) it chose the flattest shadow (0.25, 99.95 % of the pairs misinformed), and the map then
+    turned every answer away from the served top-1 (agreement with the undefended answers: served
+    29.1 %, mapped 10.5 %). In the run's cells the top match chose 4.0 (seeds 0 and 1) and the
+    profile match 1.0: the choice moves with the random state, for both. With ``match="top"``
+    everything but the selection is the adaptive attacker's, random streams too.
     Hard labels: every served vector is one-hot, nothing to tell apart; the clone uses them all.
     """
     label = "Adaptive KnockoffNets, filtered"

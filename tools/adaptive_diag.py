@@ -58,6 +58,7 @@ def main(argv=None) -> int:
     from bench.cells import attack_context
     from bench.profiles import get_profile
     from bench.roles import load_roles
+    from bench.train import seed_everything
     from bench.victims import build_victim
     prof = get_profile(a.profile)
     victim, _ = build_victim(prof, a.dataset, a.defense, a.seed, a.out, a.data_root, "cpu", progress=False)
@@ -69,6 +70,7 @@ def main(argv=None) -> int:
     roles = load_roles(prof, a.dataset, a.data_root)
     attack = get_attack(a.attack, **{**prof.attacks[a.attack], **a.set})
     actx = attack_context(prof, a.defense, attack, victim, roles, a.seed)
+    seed_everything(a.seed)   # as run_cell does before attack.run: the shadow's random state is the cell's
     x, own = attack.draw(actx)   # the attack's own draw
     b = len(x)
     with torch.no_grad():
