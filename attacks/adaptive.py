@@ -72,8 +72,7 @@ class AnswerMap(nn.Module):
     def __init__(self, k: int, hidden: int, frame: str = "sorted"):
         super().__init__()
         self.frame = frame
-        self.mlp = nn.Sequential(nn.Linear(k, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, k))
+        self.mlp = mlp(k, hidden, k)
 
     def forward(self, probs):
         if self.frame == "classes":
@@ -81,6 +80,16 @@ class AnswerMap(nn.Module):
         ranked, order = torch.sort(probs, dim=1, descending=True, stable=True)   # ties keep class order
         z = self.mlp(ranked.clamp_min(LOG_FLOOR).log())
         return torch.empty_like(z).scatter_(1, order, z)
+
+
+def mlp(k: int, hidden: int, out: int) -> nn.Sequential:
+    """The small MLP the map and the trust net read a probability vector with."""
+    return nn.Sequential(nn.Linear(k, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, out))
+
+
+def sorted_log(probs: torch.Tensor) -> torch.Tensor:
+    """Each vector sorted largest first, as log-probabilities floored at LOG_FLOOR."""
+    return torch.sort(probs, dim=1, descending=True).values.clamp_min(LOG_FLOOR).log()
 
 
 def fit_answer_map(defended: torch.Tensor, undefended: torch.Tensor, hidden: int = 64, steps: int = 2000,
@@ -131,6 +140,7 @@ MATCHES = ("top", "profile")      # how the shadow's sharpness is matched to the
 @register_attack("adaptive")
 class AdaptiveKnockoff(Attack):
     label = "Adaptive KnockoffNets"
+    shadow_pairs = None   # (defended, undefended, map) once _invert has run: for select
     defaults = {"budget": 50_000, "epochs": 50, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
                 "batch_size": 128, "shadow_epochs": 10, "shadow_targets": "top1", "extra_images": 3000,
                 "sharpness_spread": (0.5, 1.0, 2.0), "keys": 3, "aux_epochs": 3,
@@ -203,7 +213,7 @@ class AdaptiveKnockoff(Attack):
             defended = F.one_hot(defended.argmax(1), k).float()
         m = fit_answer_map(defended, undefended, p["map_hidden"], p["map_steps"], p["map_lr"],
                            generator=actx.generator(12), frame=p["map_frame"])
-        self.shadow_pairs = (defended, undefended, m)   # for select (adaptive-filter)
+        self.shadow_pairs = (defended, undefended, m)
         mapped = apply_map(m, raw)
         self.log.update(sharpness=centre, pairs=len(defended),
                         pairs_top1_changed_by_defense=100.0 * float(
@@ -238,7 +248,7 @@ def match_sharpness(scaled, served, x, raw, unit, device, match: str = "top") ->
 
 def profile(probs) -> torch.Tensor:
     """Mean over answers of the sorted (largest first) log-probability vector, floored at LOG_FLOOR."""
-    return torch.sort(probs, dim=1, descending=True).values.clamp_min(LOG_FLOOR).log().mean(0)
+    return sorted_log(probs).mean(0)
 
 
 def logit_spread(net, images, device, batch=1024) -> float:
@@ -297,7 +307,7 @@ class AdaptiveFilterKnockoff(AdaptiveKnockoff):
                 raise ValueError(f"adaptive-filter: {k} must be a number in [0, 1], got {v!r}")
 
     def select(self, actx, answers):
-        pairs = getattr(self, "shadow_pairs", None)
+        pairs = self.shadow_pairs
         if pairs is None or answers.dim() == 1:
             self.log["kept"] = {"share": 100.0, "why": "no shadow pairs" if pairs is None else "hard labels"}
             return None
@@ -325,11 +335,10 @@ class TrustNet(nn.Module):
 
     def __init__(self, k: int, hidden: int):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(k, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, 1))
+        self.mlp = mlp(k, hidden, 1)
 
     def forward(self, probs):
-        return self.mlp(torch.sort(probs, dim=1, descending=True).values.clamp_min(LOG_FLOOR).log())
+        return self.mlp(sorted_log(probs))
 
 
 def fit_trust(defended, repaired, hidden=64, steps=2000, lr=3e-3, generator=None, batch_size=128) -> TrustNet:

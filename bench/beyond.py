@@ -52,9 +52,9 @@ def table_adaptive(stats, records) -> Table | None:
                   "attack ran as"], rows, tidy,
                  ["Clone accuracy in % on the ID test set, mean ± std over seeds. The adaptive attacker sends "
                   "KnockoffNets' queries and trains KnockoffNets' clone recipe on its answers passed through a "
-                  "map learned on a shadow with the same defense (attacks/adaptive.py); its filtering variant "
-                  "(adaptive-filter) also leaves out the answers the shadow says the map cannot repair. Cut: Welch's 95% "
-                  "interval over seeds (two victims); recovered: the paired t interval over the seeds both "
+                  "map learned on a shadow with the same defense (attacks/adaptive.py); its filtering "
+                  "variant (adaptive-filter) also leaves out the answers the shadow says the map cannot "
+                  "repair. Cut: Welch's 95% interval over seeds (two victims); recovered: the paired t interval over the seeds both "
                   "attacks ran (the same victim and queries, so the victim's own seed-to-seed spread cancels); "
                   "* where p < 0.05. Share: recovered / cut, of their means over the seeds all three cells "
                   f"ran, shown where the defense cut anything ({MISSING} otherwise)."])
@@ -84,7 +84,8 @@ PAPER_ATTACKS = ("knockoff", "jbda")
 ATTACK_ORDER = ("knockoff", "jbda", "adaptive", "adaptive-filter", "copycat", "activethief", "art-knockoff", "dfme",
                 "random-noise")
 ATTACK_LABELS = {**P.ATTACKS, "adaptive": "adaptive", "adaptive-filter": "adaptive, filtered",
-                 "copycat": "CopycatCNN", "activethief": "ActiveThief", "art-knockoff": "ART's KnockoffNets", "dfme": "DFME", "random-noise": "random noise"}
+                 "copycat": "CopycatCNN", "activethief": "ActiveThief", "art-knockoff": "ART's KnockoffNets",
+                 "dfme": "DFME", "random-noise": "random noise"}
 
 
 def table_attacks(stats) -> Table | None:

@@ -325,8 +325,8 @@ register(replace(
         "surrogate (surrogate_epochs=0; its paper distils one for 10 epochs), PRADA watching each "
         "attacker's stream; attacks CopycatCNN and ActiveThief (against Vanilla, InI, MAD, PRADA), the "
         "adaptive attacker (against the defenses it can rebuild on a shadow: MAD, DCP, AM, reverse sigmoid, "
-        "Gaussian noise, GRAD^2) and its filtering variant (MAD, AM), DFME (100,000 queries) and its random-noise baseline (against Vanilla, InI, "
-        "PRADA), IBM ART's KnockoffNets (Vanilla, InI; needs `pip install -e '.[art]'`)",
+        "Gaussian noise, GRAD^2) and its filtering variant (MAD, AM), DFME (100,000 queries) and its "
+        "random-noise baseline (against Vanilla, InI, PRADA), IBM ART's KnockoffNets (Vanilla, InI; needs `pip install -e '.[art]'`)",
         "Table C.1 on MNIST, seed 0 (paper: CIFAR-10); its two adversarial-training settings are ours")))
 
 
