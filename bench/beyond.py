@@ -174,18 +174,23 @@ def table_detection(records) -> Table | None:
     for (ds, d, a, lb), cs in sorted(groups.items()):
         hit = [c for c in cs if c.detected_at is not None]
         at = Stat.of([float(c.detected_at) for c in hit])
+        flagged = Stat.of([float(c.detection["at"]) for c in hit if "at" in c.detection])
         acc = Stat.of([c.clone_acc for c in hit if c.clone_acc is not None])
         f = Stat.of(fpr[(ds, d)])
         rows.append([P.dataset_label(ds), P.defense_label(d), ATTACK_LABELS.get(a, a), lb, f"{len(hit)}/{len(cs)}",
-                     fmt_stat(at, 0), fmt_stat(acc, 2), str(cs[0].budget or ""), fmt_stat(f, 1)])
+                     fmt_stat(flagged, 0), fmt_stat(at, 0), fmt_stat(acc, 2), str(cs[0].budget or ""), fmt_stat(f, 1)])
         tidy.append({"dataset": ds, "defense": d, "attack": a, "label": lb, "seeds": len(cs),
-                     "detected": len(hit), "answered_before_detection": _csv_num(at.mean),
+                     "detected": len(hit), "flagged_at_query": _csv_num(flagged.mean),
+                     "answered_before_detection": _csv_num(at.mean),
                      "clone_acc_at_detection": _csv_num(acc.mean),
                      "budget": cs[0].budget, "benign_fpr_pct": _csv_num(f.mean)})
     return Table("detection", "Query-stream detection: queries answered before the account was refused",
-                 ["Dataset", "Defense", "Attack", "label", "refused (seeds)", "answered before refusal",
-                  "clone acc then", "budget", "benign FPR %"], rows, tidy,
-                 ["A refused attack is scored by its last checkpointed clone (none: no clone yet). Benign "
+                 ["Dataset", "Defense", "Attack", "label", "refused (seeds)", "flagged at query",
+                  "answered before refusal", "clone acc then", "budget", "benign FPR %"], rows, tidy,
+                 ["Flagged at query: the position in the account's stream of the query that raised the flag; "
+                  "the oracle refuses that query's whole batch (one API call), so the answered count is the "
+                  "batches before it. A refused attack is scored by its last checkpointed clone (none: no "
+                  "clone yet). Benign "
                   "FPR: share of 10 honest accounts (2,000 test images each, random order) the detector "
                   "flagged, per victim; mean ± std over seeds."])
 

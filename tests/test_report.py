@@ -211,11 +211,12 @@ def test_detection_table_counts_refusals_and_shows_benign_fpr(tmp_path):
     cells = [S.cell("mnist", "prada", "jbda", "soft", 40.0 + s, 98.0, seed=s) for s in (0, 1)]
     for c in cells:
         c.victim_key, c.budget = f"v{c.seed}", 9450
-    cells[0].detected_at = 150
+    cells[0].detected_at, cells[0].detection = 150, {"monitor": "prada", "at": 179}
     from bench.beyond import table_detection
     t = table_detection(v + cells + [S.cell("mnist", "vanilla", "jbda", "soft", 80.0, 98.0)])
     (row,) = t.tidy
     assert row["detected"] == 1 and row["seeds"] == 2 and float(row["answered_before_detection"]) == 150
+    assert float(row["flagged_at_query"]) == 179
     assert float(row["clone_acc_at_detection"]) == 40.0 and float(row["benign_fpr_pct"]) == 5.0
     assert table_detection([S.cell("mnist", "vanilla", "jbda", "soft", 80.0, 98.0)]) is None
 
