@@ -46,6 +46,18 @@ def test_killed_segment_ends_after_its_logged_epochs_and_pauses_are_subtracted()
     assert tot["cpu-extended"] == 29 * 60
 
 
+def test_a_resume_replaying_the_cached_cpu_blocks_does_not_move_the_split():
+    """Every resume reruns the cpu blocks (all cached) and prints the completion line again:
+    the profile finished at the first one, and the time after it is cpu-extended's."""
+    t = _tool()
+    log = LOG + "=== resume 2026-11-25T13:00:00Z on AMD EPYC\n=== cpu run complete 2026-11-25T13:00:05Z\n"
+    segs, split = t.segments(log, ALIVE + "2026-11-25T14:00:00Z\n", LEDGER)
+    assert split.strftime("%H:%M") == "11:30" and len(segs) == 3
+    tot = t.per_profile(segs, split)
+    assert tot["cpu"] == 25 * 60 + 30 * 60
+    assert tot["cpu-extended"] == 29 * 60 + 60 * 60
+
+
 def test_without_heartbeat_or_epochs_the_ledger_bounds_the_end_and_the_render_says_so():
     t = _tool()
     segs, split = t.segments(LOG.split("  mnist/s0 ini")[0], "", LEDGER[:1])

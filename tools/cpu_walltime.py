@@ -51,8 +51,8 @@ def segments(log: str, alive: str = "", ledger: list[dict] = ()) -> list[dict]:
             continue
         if SEGMENT.match(line):
             segs.append({"start": t, "end": t, "end_from": "log", "paused_s": 0.0, "pauses": [], "tail": {}})
-        elif line.startswith(SPLIT):
-            split = t
+        elif line.startswith(SPLIT) and split is None:   # a resume replays the cached cpu blocks
+            split = t                                       # and prints the line again: the first counts
         if line.startswith("paused"):
             pause_at = t
         elif line.startswith("continued") and pause_at is not None and segs:
