@@ -64,6 +64,9 @@ def test_without_heartbeat_or_epochs_the_ledger_bounds_the_end_and_the_render_sa
     assert segs[0]["end_from"] == "ledger" and segs[0]["end"].strftime("%H:%M") == "09:20"
     text = t.render(segs, split)
     assert "lower bounds" in text and "not complete" in text
+    # a segment ended by a stamped log line (a pause, a re-pin, the completion) is exact
+    exact = t.segments("=== start 2026-11-25T09:00:00Z\npaused 2026-11-25T09:30:00Z\n", "", [])
+    assert exact[0][0]["end_from"] == "log" and "lower bounds" not in t.render(*exact)
 
 
 def test_main_refuses_a_folder_without_a_log(tmp_path, capsys):

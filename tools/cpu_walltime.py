@@ -114,7 +114,9 @@ def render(segs: list[dict], split) -> str:
              "and kept after it). Pauses for the test suite are subtracted.", "", *rows, "",
              f"- `cpu`: {_hm(tot['cpu'])} active" + ("" if split else " so far (not complete)"),
              f"- `cpu-extended`: {_hm(tot['cpu-extended'])} active"]
-    n_lo = sum(s["end_from"] not in ("heartbeat", "ledger: ended") for s in segs)
+    # a stamped log line (a pause, a re-pin, the completion) ends a segment exactly; only an end
+    # read from the ledger misses the work done after the last finished item
+    n_lo = sum(s["end_from"].startswith("ledger") and s["end_from"] != "ledger: ended" for s in segs)
     if n_lo:
         lines.append(f"- {n_lo} segment(s) were killed before heartbeats existed: their ends, and so "
                      "these totals, are lower bounds.")
