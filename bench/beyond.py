@@ -54,8 +54,9 @@ def table_adaptive(stats, records) -> Table | None:
                   "KnockoffNets' queries and trains KnockoffNets' clone recipe on its answers passed through a "
                   "map learned on a shadow with the same defense (attacks/adaptive.py); its filtering "
                   "variant (adaptive-filter) also leaves out the answers the shadow says the map cannot "
-                  "repair. Cut: Welch's 95% interval over seeds (two victims); recovered: the paired t interval over the seeds both "
-                  "attacks ran (the same victim and queries, so the victim's own seed-to-seed spread cancels); "
+                  "repair. Cut: Welch's 95% interval over seeds (two victims); recovered: the paired t "
+                  "interval over the seeds both attacks ran (the same victim and queries, so the victim's "
+                  "own seed-to-seed spread cancels); "
                   "* where p < 0.05. Share: recovered / cut, of their means over the seeds all three cells "
                   f"ran, shown where the defense cut anything ({MISSING} otherwise)."])
 
@@ -190,9 +191,8 @@ def table_detection(records) -> Table | None:
                  ["Flagged at query: the position in the account's stream of the query that raised the flag; "
                   "the oracle refuses that query's whole batch (one API call), so the answered count is the "
                   "batches before it. A refused attack is scored by its last checkpointed clone (none: no "
-                  "clone yet). Benign "
-                  "FPR: share of 10 honest accounts (2,000 test images each, random order) the detector "
-                  "flagged, per victim; mean ± std over seeds."])
+                  "clone yet). Benign FPR: share of 10 honest accounts (2,000 test images each, random "
+                  "order) the detector flagged, per victim; mean ± std over seeds."])
 
 
 def table_answers(records) -> Table | None:

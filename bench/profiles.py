@@ -239,8 +239,8 @@ ALL_DEFENSES = ("vanilla", "mad", "mad-argmax", "am", "edm", "ini", "ini+mad", "
 ALL_ATTACKS = {"knockoff": TINY_CLONE, "jbda": {"rounds": 2, "epochs_per_round": 2, "lr": SMALL_CLONE_LR},
                "copycat": TINY_CLONE, "activethief": {**TINY_CLONE, "rounds": 2, "initial": 0.2},
                "dfme": {"budget": 10_000, "batch_size": 64}, "random-noise": {"budget": 3000, "epochs": 3},
-               "adaptive": {**TINY_CLONE, "shadow_epochs": 2, "map_steps": 300, "extra_images": 1000},
-               "adaptive-filter": {**TINY_CLONE, "shadow_epochs": 2, "map_steps": 300, "extra_images": 1000},
+               **{a: {**TINY_CLONE, "shadow_epochs": 2, "map_steps": 300, "extra_images": 1000}
+                  for a in ("adaptive", "adaptive-filter")},
                "art-knockoff": TINY_CLONE, "art-copycat": TINY_CLONE}
 TINY_GRAY = TrainConfig(epochs=2, lr=0.05, step_every=1)
 _TINY = dict(train={"mnist": TINY_GRAY}, train_size=3000, test_size=2000, query_size=4000, ood_size=2000,

@@ -116,7 +116,7 @@ def render(segs: list[dict], split) -> str:
              f"- `cpu-extended`: {_hm(tot['cpu-extended'])} active"]
     # a stamped log line (a pause, a re-pin, the completion) ends a segment exactly; only an end
     # read from the ledger misses the work done after the last finished item
-    n_lo = sum(s["end_from"].startswith("ledger") and s["end_from"] != "ledger: ended" for s in segs)
+    n_lo = sum(s["end_from"] in ("ledger", "ledger + later epochs") for s in segs)
     if n_lo:
         lines.append(f"- {n_lo} segment(s) were killed before heartbeats existed: their ends, and so "
                      "these totals, are lower bounds.")
